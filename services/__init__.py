@@ -1,0 +1,1 @@
+"""The three casereview services: intake, themes and recommendations."""

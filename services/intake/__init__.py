@@ -1,0 +1,1 @@
+"""Intake: validates submissions, refuses personal data, pseudonymises, de-duplicates."""

@@ -1,0 +1,83 @@
+"""Intake's wiring and lifespan: `create_app(settings)` builds the whole service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from services.intake.handlers import SubmitEndpoint, subscribe
+from services.intake.process import Intake
+from services.intake.settings import IntakeSettings
+from services.intake.store import IntakeStore
+from shared.http import health_routes
+from shared.kafka import ensure_topics, make_broker, wait_for_kafka
+from shared.mongo import database, make_client, ping
+from shared.runtime import log_started
+from shared.secrets import load_token_hashes, secret_key
+from shared.taxonomy import load_taxonomy
+
+SERVICE = "intake"
+
+
+def create_app(settings: IntakeSettings | None = None) -> Starlette:
+    """The intake service: a batch consumer of the submitted topic and an HTTP API."""
+    settings = settings or IntakeSettings()
+    taxonomy = load_taxonomy(settings.taxonomy_file)
+    key = secret_key(settings.pseudonym_key, settings, "pseudonym_key")
+    broker = make_broker(settings.kafka_bootstrap, SERVICE)
+    client = make_client(settings.mongo_url)
+    store = IntakeStore(database(client, settings.mongo_database))
+
+    async def publish(topic: str, key_: bytes, value: bytes, correlation_id: str | None) -> None:
+        await broker.publish(value, topic=topic, key=key_, correlation_id=correlation_id)
+
+    intake = Intake(
+        store=store,
+        publish=publish,
+        taxonomy=taxonomy,
+        key=key,
+        accepted_topic=settings.topic_accepted,
+        rejected_topic=settings.topic_rejected,
+        max_bytes=settings.max_message_bytes,
+    )
+    subscribe(broker, intake, settings)
+    submit = SubmitEndpoint(
+        intake=intake,
+        broker=broker,
+        topic=settings.topic_submitted,
+        token_hashes=load_token_hashes(settings.agency_tokens_file),
+    )
+
+    async def readiness() -> dict[str, bool]:
+        return {"kafka": await broker.ping(timeout=2.0), "mongodb": await ping(client)}
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await wait_for_kafka(settings.kafka_bootstrap)
+        await ensure_topics(
+            settings.kafka_bootstrap,
+            {
+                settings.topic_submitted: settings.topic_partitions,
+                settings.topic_accepted: settings.topic_partitions,
+                settings.topic_rejected: settings.topic_partitions,
+            },
+        )
+        await store.ensure_indexes()
+        await broker.start()
+        log_started(SERVICE, settings)
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await client.close()
+
+    return Starlette(
+        routes=[
+            *health_routes(SERVICE, readiness),
+            Route("/v1/findings", submit, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )

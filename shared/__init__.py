@@ -1,0 +1,1 @@
+"""What crosses service boundaries: contracts, taxonomy and routing data, settings, logging."""

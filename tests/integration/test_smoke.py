@@ -1,0 +1,123 @@
+"""The parts are real: Kafka delivery and commit semantics, and the store's features we rely on."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
+
+from shared.kafka import ensure_topics
+from shared.mongo import Document
+from tests.support.infra import Servers
+
+pytestmark = pytest.mark.integration
+
+
+async def _consume(servers: Servers, topic: str, group: str, n: int) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=servers.kafka_bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        got: list[bytes] = []
+        while len(got) < n:
+            batch = await consumer.getmany(timeout_ms=10_000, max_records=n - len(got))
+            assert batch, f"no records within 10 s after {len(got)} of {n}"
+            for records in batch.values():
+                got.extend(r.value for r in records)
+        await consumer.commit()
+        return got
+    finally:
+        await consumer.stop()
+
+
+async def test_consumer_group_resumes_from_committed_offset(servers: Servers, namespace: str) -> None:
+    topic = f"{namespace}.smoke"
+    await ensure_topics(servers.kafka_bootstrap, {topic: 1})
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers.kafka_bootstrap, enable_idempotence=True, acks="all"
+    )
+    await producer.start()
+    try:
+        for i in range(10):
+            await producer.send_and_wait(topic, f"m{i}".encode(), key=b"k")
+    finally:
+        await producer.stop()
+
+    first = await _consume(servers, topic, f"{namespace}-group", 6)
+    rest = await _consume(servers, topic, f"{namespace}-group", 4)
+
+    assert first == [f"m{i}".encode() for i in range(6)]
+    assert rest == [f"m{i}".encode() for i in range(6, 10)]
+
+    probe = AIOKafkaConsumer(bootstrap_servers=servers.kafka_bootstrap, group_id=f"{namespace}-group")
+    await probe.start()
+    try:
+        assert await probe.committed(TopicPartition(topic, 0)) == 10
+    finally:
+        await probe.stop()
+
+
+async def test_unique_index_violation_raises(
+    mongo: AsyncMongoClient[Document], namespace: str
+) -> None:
+    items = mongo[namespace]["items"]
+    await items.create_index([("event_id", ASCENDING)], unique=True)
+    await items.insert_one({"event_id": "e1"})
+    with pytest.raises(DuplicateKeyError):
+        await items.insert_one({"event_id": "e1"})
+
+
+async def test_conditional_upsert_keeps_the_highest_revision(
+    mongo: AsyncMongoClient[Document], namespace: str
+) -> None:
+    reviews = mongo[namespace]["reviews"]
+
+    async def offer(revision: int, value: str) -> None:
+        try:
+            await reviews.update_one(
+                {"_id": "a|b|c", "revision": {"$lt": revision}},
+                {"$set": {"revision": revision, "value": value}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            pass  # a higher or equal revision is already stored
+
+    await offer(2, "second")
+    await offer(1, "first")
+    await offer(2, "again")
+    assert await reviews.find_one({"_id": "a|b|c"}) == {
+        "_id": "a|b|c",
+        "revision": 2,
+        "value": "second",
+    }
+    await offer(3, "third")
+    doc = await reviews.find_one({"_id": "a|b|c"})
+    assert doc is not None and doc["value"] == "third"
+
+
+async def test_group_and_sum_aggregation(
+    mongo: AsyncMongoClient[Document], namespace: str
+) -> None:
+    reviews = mongo[namespace]["reviews"]
+    await reviews.insert_many(
+        [
+            {"audit": "a1", "codes": ["x", "y"]},
+            {"audit": "a1", "codes": ["x"]},
+            {"audit": "a2", "codes": ["y"]},
+        ]
+    )
+    cursor = await reviews.aggregate(
+        [
+            {"$match": {"audit": "a1"}},
+            {"$unwind": "$codes"},
+            {"$group": {"_id": "$codes", "n": {"$sum": 1}}},
+            {"$sort": {"_id": 1}},
+        ]
+    )
+    assert [doc async for doc in cursor] == [{"_id": "x", "n": 2}, {"_id": "y", "n": 1}]
