@@ -36,7 +36,9 @@ async def _consume(servers: Servers, topic: str, group: str, n: int) -> list[byt
         await consumer.stop()
 
 
-async def test_consumer_group_resumes_from_committed_offset(servers: Servers, namespace: str) -> None:
+async def test_consumer_group_resumes_from_committed_offset(
+    servers: Servers, namespace: str
+) -> None:
     topic = f"{namespace}.smoke"
     await ensure_topics(servers.kafka_bootstrap, {topic: 1})
     producer = AIOKafkaProducer(
@@ -55,7 +57,9 @@ async def test_consumer_group_resumes_from_committed_offset(servers: Servers, na
     assert first == [f"m{i}".encode() for i in range(6)]
     assert rest == [f"m{i}".encode() for i in range(6, 10)]
 
-    probe = AIOKafkaConsumer(bootstrap_servers=servers.kafka_bootstrap, group_id=f"{namespace}-group")
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=servers.kafka_bootstrap, group_id=f"{namespace}-group"
+    )
     await probe.start()
     try:
         assert await probe.committed(TopicPartition(topic, 0)) == 10
@@ -101,9 +105,7 @@ async def test_conditional_upsert_keeps_the_highest_revision(
     assert doc is not None and doc["value"] == "third"
 
 
-async def test_group_and_sum_aggregation(
-    mongo: AsyncMongoClient[Document], namespace: str
-) -> None:
+async def test_group_and_sum_aggregation(mongo: AsyncMongoClient[Document], namespace: str) -> None:
     reviews = mongo[namespace]["reviews"]
     await reviews.insert_many(
         [
