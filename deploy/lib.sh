@@ -18,16 +18,23 @@ die() { say "error: $*"; exit 1; }
 pid_file() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
 
 # Prints the pid of a running server, or nothing; removes a stale pid file as it goes.
+# A pid counts only while its process is alive, not a zombie (after kill -9 the reaper may take
+# a moment, and kill -0 succeeds on a zombie), and, given a pattern, its command line has it
+# (a recycled pid belongs to someone else).
 running_pid() {
-  local file pid
+  local file pid state cmdline
   file=$(pid_file "$1")
   [ -f "$file" ] || return 0
   pid=$(cat "$file" 2>/dev/null || true)
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    printf '%s' "$pid"
-  else
-    rm -f "$file"
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+    if [ "$state" != Z ] && { [ -z "${2:-}" ] || [[ $cmdline == *"$2"* ]]; }; then
+      printf '%s' "$pid"
+      return 0
+    fi
   fi
+  rm -f "$file"
 }
 
 # True when something accepts TCP connections on host:port.
@@ -63,10 +70,11 @@ wait_ready() {
   done
 }
 
-# Sends SIGTERM, waits up to a bound, then SIGKILL; removes the pid file.
+# Sends SIGTERM, waits up to a bound, then SIGKILL; removes the pid file. Args: name, seconds,
+# and the optional command-line pattern of running_pid.
 stop_pid() {
   local name=$1 seconds=${2:-30} pid
-  pid=$(running_pid "$name")
+  pid=$(running_pid "$name" "${3:-}")
   if [ -z "$pid" ]; then
     say "$name is not running"
     return 0
@@ -74,7 +82,7 @@ stop_pid() {
   say "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + seconds))
-  while kill -0 "$pid" 2>/dev/null; do
+  while kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; do
     if [ "$SECONDS" -ge "$deadline" ]; then
       say "$name did not stop within ${seconds}s; killing it"
       kill -KILL "$pid" 2>/dev/null || true

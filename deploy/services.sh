@@ -34,7 +34,7 @@ up() {
   local name pid port
   for name in "${SERVICES[@]}"; do
     port=$(port_of "$name")
-    pid=$(running_pid "$name")
+    pid=$(running_pid "$name" "services.$name")
     if [ -n "$pid" ]; then
       say "$name already running (pid $pid)"
       continue
@@ -46,7 +46,7 @@ up() {
     say "$name started (pid $!), log $LOG_DIR/$name.log"
   done
   for name in "${SERVICES[@]}"; do
-    wait_ready "$name" "$(running_pid "$name")" "${CASEREVIEW_SERVICE_READY_TIMEOUT:-60}" ready "$(port_of "$name")"
+    wait_ready "$name" "$(running_pid "$name" "services.$name")" "${CASEREVIEW_SERVICE_READY_TIMEOUT:-60}" ready "$(port_of "$name")"
     say "$name ready on 127.0.0.1:$(port_of "$name")"
   done
 }
@@ -54,11 +54,11 @@ up() {
 case "${1:-status}" in
   up) up ;;
   down)
-    for name in recommendations themes intake; do stop_pid "$name" 40; done ;;
+    for name in recommendations themes intake; do stop_pid "$name" 40 "services.$name"; done ;;
   status)
     rc=0
     for name in "${SERVICES[@]}"; do
-      pid=$(running_pid "$name")
+      pid=$(running_pid "$name" "services.$name")
       if [ -z "$pid" ]; then echo "$name: stopped"; rc=3
       elif ready "$(port_of "$name")"; then echo "$name: running (pid $pid), ready"
       else echo "$name: running (pid $pid), not ready"; rc=1

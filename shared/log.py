@@ -88,6 +88,9 @@ def configure_logging(
 
 
 def get_logger(**bound: Any) -> structlog.stdlib.BoundLogger:
-    """A logger with the given fields bound to every line."""
-    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger().bind(**bound)
+    """A logger with the given fields bound to every line.
+
+    Lazy: module-level loggers made before `configure_logging` still render as configured.
+    """
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(**bound)
     return logger

@@ -32,6 +32,11 @@ def log_started(service: str, settings: CommonSettings) -> None:
     )
 
 
+def log_stopped(service: str) -> None:
+    """The line every service writes once its consumers stopped and its clients closed."""
+    get_logger().info("service stopped", service=service)
+
+
 def serve(
     service: str, factory: Callable[[], Starlette], settings: CommonSettings, port: int
 ) -> None:

@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
 from shared.mongo import Document, make_client
 from shared.settings import CommonSettings
 from tests.support.infra import Servers, ServersUnavailableError, real_servers
-
-from pymongo import AsyncMongoClient
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from services.intake.store import IntakeStore
 from shared.http import health_routes
 from shared.kafka import ensure_topics, make_broker, wait_for_kafka
 from shared.mongo import database, make_client, ping
-from shared.runtime import log_started
+from shared.runtime import log_started, log_stopped
 from shared.secrets import load_token_hashes, secret_key
 from shared.taxonomy import load_taxonomy
 
@@ -73,11 +73,12 @@ def create_app(settings: IntakeSettings | None = None) -> Starlette:
         finally:
             await broker.stop()
             await client.close()
+            log_stopped(SERVICE)
 
     return Starlette(
         routes=[
             *health_routes(SERVICE, readiness),
-            Route("/v1/findings", submit, methods=["POST"]),
+            Route("/v1/findings", submit.handle, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -76,7 +76,8 @@ class SubmitEndpoint:
                 return agency
         return None
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
+        """Answers one submission."""
         agency = self._agency(request)
         if agency is None:
             return error(401, "unauthorized", "a valid bearer token is required")

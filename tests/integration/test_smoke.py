@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pymongo import ASCENDING, AsyncMongoClient
@@ -83,14 +85,13 @@ async def test_conditional_upsert_keeps_the_highest_revision(
     reviews = mongo[namespace]["reviews"]
 
     async def offer(revision: int, value: str) -> None:
-        try:
+        # A higher or equal revision already stored makes the upsert collide on _id.
+        with contextlib.suppress(DuplicateKeyError):
             await reviews.update_one(
                 {"_id": "a|b|c", "revision": {"$lt": revision}},
                 {"$set": {"revision": revision, "value": value}},
                 upsert=True,
             )
-        except DuplicateKeyError:
-            pass  # a higher or equal revision is already stored
 
     await offer(2, "second")
     await offer(1, "first")

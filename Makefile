@@ -1,0 +1,74 @@
+# casereview: `make demo` runs the main job, `make test` passes the tests. Each sets itself up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: help venv lint test test-unit infra-up infra-down infra-status up down status logs demo bench clean
+
+help:
+	@echo "make demo          set up, start everything, run the reference audit end to end"
+	@echo "make test          set up, start what the tests need, run lint + every test"
+	@echo "make up|down       infrastructure plus the three services, in the background"
+	@echo "make infra-up|infra-down|infra-status   Kafka and the document store only"
+	@echo "make logs          follow the services' logs"
+	@echo "make bench         the throughput and latency benchmark"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing casereview and its tools into $(VENV)…"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# The session fixture starts the native servers when none answer and stops what it started.
+test: lint
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+test-unit: venv
+	$(BIN)/python -m pytest -m unit
+
+infra-up:
+	@bash deploy/infra.sh up
+
+infra-down:
+	@bash deploy/infra.sh down
+
+infra-status:
+	@bash deploy/infra.sh status
+
+up: venv infra-up
+	@bash deploy/services.sh up
+
+down:
+	@bash deploy/services.sh down
+	@bash deploy/infra.sh down
+
+status:
+	@bash deploy/infra.sh status || true
+	@bash deploy/services.sh status || true
+
+logs:
+	@tail -n 50 -F .local/logs/intake.log .local/logs/themes.log .local/logs/recommendations.log
+
+demo: up
+	$(BIN)/casereview demo
+
+bench: venv infra-up
+	$(BIN)/python -m tests.bench
+
+clean:
+	@bash deploy/services.sh down || true
+	@bash deploy/infra.sh down || true
+	rm -rf .local $(VENV)
