@@ -39,12 +39,72 @@ class Throttle:
         return False
 
 
+class ConsumerMonitor:
+    """Counts what a subscriber handles and logs, every interval, its lag and throughput."""
+
+    def __init__(self, group: str, interval_s: float) -> None:
+        self.group = group
+        self.interval_s = interval_s
+        self.throttle = Throttle(interval_s)
+        self.records = 0
+        self.batches = 0
+        self.errors = 0
+        self._consumer: Callable[[], Any] = lambda: None
+
+    def watch(self, subscriber: Any) -> None:
+        """Follows a FastStream Kafka subscriber (its aiokafka consumer exists once started)."""
+        self._consumer = lambda: getattr(subscriber, "consumer", None)
+
+    def assigned(self) -> int:
+        """How many partitions this replica holds now."""
+        consumer = self._consumer()
+        return len(consumer.assignment()) if consumer is not None else 0
+
+    async def lag(self) -> dict[str, int]:
+        """Records not yet committed, per assigned partition (`topic:partition`)."""
+        consumer = self._consumer()
+        if consumer is None:
+            return {}
+        out: dict[str, int] = {}
+        for tp in sorted(consumer.assignment()):
+            end = consumer.highwater(tp)
+            committed = await consumer.committed(tp)
+            if end is not None:
+                out[f"{tp.topic}:{tp.partition}"] = max(0, end - (committed or 0))
+        return out
+
+    async def report_forever(self) -> None:
+        """Writes one stats line per interval until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            records, batches, errors = self.records, self.batches, self.errors
+            self.records = self.batches = self.errors = 0
+            try:
+                lag = await self.lag()
+            except Exception as error:
+                lag = {}
+                if self.throttle.allow("lag"):
+                    log.warning("consumer lag unavailable", group=self.group, error=repr(error))
+            log.info(
+                "consumer stats",
+                group=self.group,
+                lag=lag,
+                lag_total=sum(lag.values()),
+                partitions=len(lag),
+                records=records,
+                batches=batches,
+                errors=errors,
+                interval_s=self.interval_s,
+            )
+
+
 async def settle(
     message: KafkaMessage,
     work: Callable[[], Awaitable[None]],
     *,
     throttle: Throttle,
     retry_pause_s: float = 1.0,
+    monitor: ConsumerMonitor | None = None,
 ) -> None:
     """Runs the batch's work, then commits; on failure rewinds to the batch's first record.
 
@@ -57,6 +117,8 @@ async def settle(
         # Shutdown interrupted the batch: leave the offsets where they were.
         raise
     except Exception as error:
+        if monitor is not None:
+            monitor.errors += 1
         if throttle.allow(type(error).__name__):
             log.warning(
                 "batch failed; it will be retried",
@@ -68,3 +130,6 @@ async def settle(
         await message.nack()
         return
     await message.ack()
+    if monitor is not None:
+        monitor.batches += 1
+        monitor.records += len(records_of(message))

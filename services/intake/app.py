@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from services.intake.handlers import SubmitEndpoint, subscribe
 from services.intake.process import Intake
 from services.intake.settings import IntakeSettings
 from services.intake.store import IntakeStore
+from shared.consuming import ConsumerMonitor
 from shared.http import health_routes
 from shared.kafka import ensure_topics, make_broker, wait_for_kafka
 from shared.mongo import database, make_client, ping
@@ -43,7 +45,8 @@ def create_app(settings: IntakeSettings | None = None) -> Starlette:
         rejected_topic=settings.topic_rejected,
         max_bytes=settings.max_message_bytes,
     )
-    subscribe(broker, intake, settings)
+    monitor = ConsumerMonitor(settings.intake_group, settings.stats_interval_s)
+    subscribe(broker, intake, settings, monitor)
     submit = SubmitEndpoint(
         intake=intake,
         broker=broker,
@@ -52,7 +55,11 @@ def create_app(settings: IntakeSettings | None = None) -> Starlette:
     )
 
     async def readiness() -> dict[str, bool]:
-        return {"kafka": await broker.ping(timeout=2.0), "mongodb": await ping(client)}
+        return {
+            "kafka": await broker.ping(timeout=2.0),
+            "mongodb": await ping(client),
+            "consumer_assigned": monitor.assigned() > 0,
+        }
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -67,10 +74,12 @@ def create_app(settings: IntakeSettings | None = None) -> Starlette:
         )
         await store.ensure_indexes()
         await broker.start()
+        stats = asyncio.create_task(monitor.report_forever())
         log_started(SERVICE, settings)
         try:
             yield
         finally:
+            stats.cancel()
             await broker.stop()
             await client.close()
             log_stopped(SERVICE)

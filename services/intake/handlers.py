@@ -15,18 +15,18 @@ from starlette.responses import JSONResponse, Response
 from services.intake.domain import Refused
 from services.intake.process import Incoming, Intake
 from services.intake.settings import IntakeSettings
-from shared.consuming import Throttle, records_of, settle
+from shared.consuming import ConsumerMonitor, records_of, settle
 from shared.http import error
 from shared.log import get_logger
 
 log = get_logger()
 
 
-def subscribe(broker: KafkaBroker, intake: Intake, settings: IntakeSettings) -> None:
+def subscribe(
+    broker: KafkaBroker, intake: Intake, settings: IntakeSettings, monitor: ConsumerMonitor
+) -> None:
     """Consumes the submitted topic in batches; offsets move only after `Intake.process`."""
-    throttle = Throttle(settings.stats_interval_s)
-
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         settings.topic_submitted,
         group_id=settings.intake_group,
         batch=True,
@@ -34,6 +34,9 @@ def subscribe(broker: KafkaBroker, intake: Intake, settings: IntakeSettings) -> 
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
     )
+    monitor.watch(subscriber)
+
+    @subscriber
     async def on_submitted(message: KafkaMessage) -> None:
         batch = [
             Incoming(r.topic, r.partition, r.offset, r.value or b"") for r in records_of(message)
@@ -42,7 +45,7 @@ def subscribe(broker: KafkaBroker, intake: Intake, settings: IntakeSettings) -> 
         async def work() -> None:
             await intake.process(batch)
 
-        await settle(message, work, throttle=throttle)
+        await settle(message, work, throttle=monitor.throttle, monitor=monitor)
 
 
 class SubmitEndpoint:

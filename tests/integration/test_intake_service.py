@@ -194,5 +194,5 @@ async def test_http_submission(
     await wait_for(forwarded, 30)
     health = await http_intake.get("/readyz")
     assert health.status_code == 200
-    assert health.json()["checks"] == {"kafka": True, "mongodb": True}
+    assert health.json()["checks"] == {"kafka": True, "mongodb": True, "consumer_assigned": True}
     assert uuid.UUID(doc["event_id"])
