@@ -1,0 +1,153 @@
+package main
+
+// Why this file exists: FerretDB v1's SQLite handler runs update, findAndModify and upsert
+// as "query, then write back by _id" in separate SQLite transactions (FerretDB issue #3040),
+// so concurrent writers to one document lose updates: measured here, 200 concurrent
+// {$inc: {n: 1}} on one document left n = 7, and several writers of a revision-checked
+// update_one({_id, revision: r}, ...) were all told modified = 1. MongoDB applies each
+// single-document write atomically. To get that back, clients talk to this front end,
+// which forwards wire-protocol messages to FerretDB (on a private loopback port) one
+// command at a time, under one process-wide lock. Fine for development and tests; a slow
+// command (or a tailable awaitData getMore) delays all others. Disable with -serialize=false.
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+)
+
+const (
+	opMsg          = 2013
+	flagMoreToCome = 1 << 1
+	maxMessageSize = 48_000_000 + 16*1024 // maxMessageSizeBytes advertised by hello, plus slack
+)
+
+type serializer struct {
+	backend string // FerretDB's own TCP address
+	l       *slog.Logger
+	mu      sync.Mutex // held from sending a request to FerretDB until its reply is read
+}
+
+// serve accepts client connections until ctx is cancelled, then closes them all and returns.
+func (s *serializer) serve(ctx context.Context, ln net.Listener) {
+	var wg sync.WaitGroup
+
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
+	defer stop()
+
+	for {
+		client, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.l.Error("accept failed; no longer accepting connections", "error", err)
+			}
+
+			break
+		}
+
+		wg.Add(1)
+
+		go func() {
+			defer wg.Done()
+			s.handle(ctx, client)
+		}()
+	}
+
+	wg.Wait()
+}
+
+// handle pairs one client connection with one FerretDB connection.
+func (s *serializer) handle(ctx context.Context, client net.Conn) {
+	defer client.Close() //nolint:errcheck // nothing to do on error
+
+	backend, err := net.Dial("tcp", s.backend)
+	if err != nil {
+		s.l.Error("cannot reach FerretDB", "error", err)
+		return
+	}
+	defer backend.Close() //nolint:errcheck // nothing to do on error
+
+	// On shutdown, closing both ends unblocks the reads below.
+	stop := context.AfterFunc(ctx, func() {
+		_ = client.Close()
+		_ = backend.Close()
+	})
+	defer stop()
+
+	cr, br := bufio.NewReader(client), bufio.NewReader(backend)
+
+	for {
+		req, err := readMessage(cr)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				s.l.Debug("client connection ended", "remote", client.RemoteAddr().String(), "error", err)
+			}
+
+			return
+		}
+
+		reply, err := s.roundTrip(req, backend, br)
+		if err != nil {
+			s.l.Debug("FerretDB connection ended", "remote", client.RemoteAddr().String(), "error", err)
+			return
+		}
+
+		// A request flagged moreToCome (unacknowledged write) expects no reply, but FerretDB
+		// answers every request; the reply is dropped so the client's stream stays in step.
+		if moreToCome(req) {
+			continue
+		}
+
+		if _, err = client.Write(reply); err != nil {
+			return
+		}
+	}
+}
+
+// roundTrip sends one request to FerretDB and reads its reply, with no other command in flight.
+// (FerretDB v1 sends exactly one reply per request and never streams exhaust replies.)
+func (s *serializer) roundTrip(req []byte, backend net.Conn, br *bufio.Reader) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	if _, err := backend.Write(req); err != nil {
+		return nil, err
+	}
+
+	return readMessage(br)
+}
+
+// readMessage reads one whole wire-protocol message (16-byte header, then the rest).
+func readMessage(r *bufio.Reader) ([]byte, error) {
+	var header [16]byte
+	if _, err := io.ReadFull(r, header[:]); err != nil {
+		return nil, err
+	}
+
+	size := int(int32(binary.LittleEndian.Uint32(header[0:4])))
+	if size < len(header) || size > maxMessageSize {
+		return nil, fmt.Errorf("invalid message length %d", size)
+	}
+
+	msg := make([]byte, size)
+	copy(msg, header[:])
+
+	if _, err := io.ReadFull(r, msg[len(header):]); err != nil {
+		return nil, err
+	}
+
+	return msg, nil
+}
+
+// moreToCome reports whether msg is an OP_MSG with the moreToCome flag bit set.
+func moreToCome(msg []byte) bool {
+	return len(msg) >= 20 &&
+		binary.LittleEndian.Uint32(msg[12:16]) == opMsg &&
+		binary.LittleEndian.Uint32(msg[16:20])&flagMoreToCome != 0
+}
