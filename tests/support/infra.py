@@ -63,7 +63,10 @@ def _containers() -> Iterator[Servers]:
 
 @contextmanager
 def _native() -> Iterator[Servers]:
-    servers = Servers("127.0.0.1:9092", "mongodb://127.0.0.1:27017")
+    # The same port settings as the native scripts, so a second checkout can run beside a first.
+    kafka_port = os.environ.get("CASEREVIEW_KAFKA_PORT", "9092")
+    mongo_port = os.environ.get("CASEREVIEW_MONGO_PORT", "27017")
+    servers = Servers(f"127.0.0.1:{kafka_port}", f"mongodb://127.0.0.1:{mongo_port}")
     already = _reachable(servers.kafka_bootstrap) and _reachable(
         _mongo_host_port(servers.mongo_url)
     )
