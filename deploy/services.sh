@@ -32,6 +32,12 @@ PY
 
 up() {
   local name pid port
+  if [ "$CASEREVIEW_MODE" != production ]; then
+    # Demo and local runs get generated bearer tokens; only their hashes reach the services.
+    "$PYTHON" -m services.cli init-secrets >/dev/null
+    export CASEREVIEW_AGENCY_TOKENS_FILE=${CASEREVIEW_AGENCY_TOKENS_FILE:-$LOCAL_DIR/secrets/agency-tokens.yaml}
+    export CASEREVIEW_RECOMMENDATIONS_TOKENS_FILE=${CASEREVIEW_RECOMMENDATIONS_TOKENS_FILE:-$LOCAL_DIR/secrets/lead-tokens.yaml}
+  fi
   for name in "${SERVICES[@]}"; do
     port=$(port_of "$name")
     pid=$(running_pid "$name" "services.$name")

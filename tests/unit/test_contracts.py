@@ -40,6 +40,8 @@ def reference(name: str) -> Draft202012Validator:
 
 
 def example(name: str) -> Any:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"the reference contracts folder {REFERENCE} is not beside this clone")
     return json.loads((REFERENCE / "examples" / name).read_text())
 
 
@@ -49,9 +51,7 @@ def valid(name: str, payload: bytes) -> None:
 
 
 def test_agency_finding_round_trips_the_example() -> None:
-    doc = example("agency-finding.valid.json") if REFERENCE.is_dir() else None
-    if doc is None:
-        pytest.skip("reference contracts not present")
+    doc = example("agency-finding.valid.json")
     model = AgencyFindingV1.model_validate_json(json.dumps(doc))
     valid("agency-finding", model.to_json())
     assert json.loads(model.to_json()) == doc
