@@ -1,0 +1,1 @@
+"""Themes: keeps the current reviews and derives versioned cross-agency theme snapshots."""

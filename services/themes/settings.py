@@ -1,0 +1,32 @@
+"""Themes' settings (environment prefix `CASEREVIEW_`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+
+
+class ThemesSettings(CommonSettings):
+    """What themes needs beyond the common settings."""
+
+    themes_group: str = Field(default="casereview-themes", title="Themes consumer group")
+    themes_min_cases: int = Field(
+        default=2, ge=1, title="Distinct cases a theme needs in an audit to be a pattern"
+    )
+    themes_min_agencies: int = Field(
+        default=2, ge=1, title="Distinct agencies a theme needs in an audit to be a pattern"
+    )
+    themes_batch_max: int = Field(default=1000, gt=0, title="Most records handled per batch")
+    themes_publish_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        title="Seconds one replica may hold the right to publish a snapshot",
+        description="Publishing a snapshot is serialised per key across replicas by a lease "
+        "in the store; a replica that dies holding one delays that key by at most this long.",
+    )
+    taxonomy_file: Path | None = Field(
+        default=None, title="Taxonomy file; the one shipped with the project when unset"
+    )

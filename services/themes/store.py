@@ -1,0 +1,387 @@
+"""Themes' durable state in MongoDB: current reviews, theme snapshots and audits.
+
+Every write that another writer could race is conditional: reviews on their revision,
+snapshots and audits on a `rev` counter read before their inputs were (optimistic
+concurrency), and the right to publish a snapshot on a lease. Only the feature subset both
+MongoDB and FerretDB 1.24 support is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from services.themes.domain import (
+    AuditSummary,
+    CurrentReview,
+    Fact,
+    Snapshot,
+    ThemeContent,
+    snapshot_key,
+    supersedes,
+)
+from shared.mongo import Document
+
+CAUSES_KEPT = 20
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """A snapshot with the bookkeeping that makes publishing and recurrence reliable.
+
+    `rev` moves with every committed recompute (the optimistic-concurrency token); `version`
+    only with content. `published_version` is the highest version the broker acknowledged.
+    `pattern_changes` counts flips of `is_pattern`; `propagated_changes` how many of them
+    other audits' `recurring_in` has been brought up to date with.
+    """
+
+    snapshot: Snapshot
+    rev: int
+    published_version: int
+    pattern_changes: int
+    propagated_changes: int
+    caused_by: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """`{audit_id}/{theme}`."""
+        return self.snapshot.key
+
+    @property
+    def pending_publish(self) -> bool:
+        """The stored version has not been acknowledged by the broker yet."""
+        return self.snapshot.version > self.published_version
+
+    @property
+    def pending_propagation(self) -> bool:
+        """A change of `is_pattern` has not reached the other audits' `recurring_in` yet."""
+        return self.pattern_changes > self.propagated_changes
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A recompute of one snapshot was written; `revised` is the new version if any."""
+
+    revised: Snapshot | None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """An audit as stored: every code its reviews ever carried, and its derived summary."""
+
+    audit_id: str
+    rev: int
+    codes: tuple[str, ...]
+    summary: AuditSummary | None
+    updated_at: datetime | None
+
+
+def _stored_snapshot(doc: Document) -> StoredSnapshot:
+    return StoredSnapshot(
+        snapshot=Snapshot(
+            content=ThemeContent.model_validate(doc["content"]),
+            version=doc["version"],
+            computed_at=doc["computed_at"],
+        ),
+        rev=doc["rev"],
+        published_version=doc.get("published_version", 0),
+        pattern_changes=doc.get("pattern_changes", 0),
+        propagated_changes=doc.get("propagated_changes", 0),
+        caused_by=tuple(doc.get("caused_by", ())),
+    )
+
+
+def _review_doc(review: CurrentReview) -> Document:
+    return {
+        "audit_id": review.audit_id,
+        "audit_title": review.audit_title,
+        "agency_id": review.agency_id,
+        "agency_type": review.agency_type,
+        "case_token": review.case_token,
+        "age_band": review.age_band,
+        "legal_status": review.legal_status,
+        "revision": review.revision,
+        "submitted_at": review.submitted_at,
+        "event_id": review.event_id,
+        "findings": [{"code": f.code, "waited_days": f.waited_days} for f in review.findings],
+    }
+
+
+def _current_review(doc: Document) -> CurrentReview:
+    return CurrentReview(
+        event_id=doc["event_id"],
+        audit_id=doc["audit_id"],
+        audit_title=doc.get("audit_title"),
+        agency_id=doc["agency_id"],
+        agency_type=doc["agency_type"],
+        case_token=doc["case_token"],
+        age_band=doc["age_band"],
+        legal_status=doc["legal_status"],
+        revision=doc["revision"],
+        submitted_at=doc["submitted_at"],
+        findings=tuple(Fact(f["code"], f.get("waited_days")) for f in doc["findings"]),
+    )
+
+
+def _audit_record(doc: Document) -> AuditRecord:
+    summary = None
+    if doc.get("rev", 0) > 0:
+        summary = AuditSummary(
+            audit_id=doc["_id"],
+            title=doc.get("title"),
+            cases=doc.get("cases", 0),
+            agencies=tuple(doc.get("agencies", ())),
+            legal_status=doc.get("legal_status", {}),
+            age_band=doc.get("age_band", {}),
+        )
+    return AuditRecord(
+        audit_id=doc["_id"],
+        rev=doc.get("rev", 0),
+        codes=tuple(doc.get("codes", ())),
+        summary=summary,
+        updated_at=doc.get("updated_at"),
+    )
+
+
+class ThemesStore:
+    """Three collections: `themes_reviews` (one per audit, agency and case token, highest
+    revision only), `themes_snapshots` (one per audit and theme, `_id` the contract's key) and
+    `themes_audits` (one per audit: codes seen, cohort summary)."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._reviews = db["themes_reviews"]
+        self._snapshots = db["themes_snapshots"]
+        self._audits = db["themes_audits"]
+
+    async def ensure_indexes(self) -> None:
+        """Reviews and snapshots are read by audit; pattern flags by theme."""
+        await self._reviews.create_index([("audit_id", ASCENDING)])
+        await self._snapshots.create_index([("audit_id", ASCENDING)])
+        await self._snapshots.create_index([("theme", ASCENDING), ("is_pattern", ASCENDING)])
+
+    # --- reviews -------------------------------------------------------------------------
+
+    async def revisions(self, keys: Collection[str]) -> dict[str, int]:
+        """The stored revision of each of these reviews that is stored at all."""
+        if not keys:
+            return {}
+        cursor = self._reviews.find({"_id": {"$in": list(keys)}}, {"revision": 1})
+        return {doc["_id"]: doc["revision"] async for doc in cursor}
+
+    async def write_reviews(
+        self, reviews: Sequence[CurrentReview], stored: Mapping[str, int]
+    ) -> set[str]:
+        """Stores each review unless the store holds an equal or higher revision by the time
+        it is written; returns the event ids that are now the stored ones.
+
+        `stored` is what the caller read: those keys are updated in place, the rest upserted.
+        """
+        if not reviews:
+            return set()
+        ops = [
+            UpdateOne(
+                {"_id": r.key, "revision": {"$lt": r.revision}},
+                {"$set": _review_doc(r)},
+                upsert=r.key not in stored,
+            )
+            for r in reviews
+        ]
+        try:
+            result = await self._reviews.bulk_write(ops, ordered=False)
+            if result.matched_count + result.upserted_count == len(ops):
+                return {r.event_id for r in reviews}
+        except (BulkWriteError, KeyError):
+            # A concurrent writer got there first. FerretDB 1.24 then stops at the first
+            # error whatever `ordered` says, misnumbers it, and leaves out the counts PyMongo
+            # merges (KeyError); so verify every review and finish the rest one by one.
+            pass
+        return await self._settle_reviews(reviews)
+
+    async def _settle_reviews(self, reviews: Sequence[CurrentReview]) -> set[str]:
+        held = await self.revisions([r.key for r in reviews])
+        for review in reviews:
+            if supersedes(review.revision, held.get(review.key)):
+                # DuplicateKeyError: an equal or higher revision is stored, so this one is stale.
+                with contextlib.suppress(DuplicateKeyError):
+                    await self._reviews.update_one(
+                        {"_id": review.key, "revision": {"$lt": review.revision}},
+                        {"$set": _review_doc(review)},
+                        upsert=True,
+                    )
+        cursor = self._reviews.find({"_id": {"$in": [r.key for r in reviews]}}, {"event_id": 1})
+        now_stored = {doc["event_id"] async for doc in cursor}
+        return {r.event_id for r in reviews if r.event_id in now_stored}
+
+    async def reviews(self, audit_id: str) -> list[CurrentReview]:
+        """Every current review of an audit (tens of cases, a handful of agencies)."""
+        return [_current_review(doc) async for doc in self._reviews.find({"audit_id": audit_id})]
+
+    # --- audits --------------------------------------------------------------------------
+
+    async def note_codes(self, codes_by_audit: Mapping[str, Collection[str]]) -> None:
+        """Adds codes to the audits' sets of codes ever seen, creating audits as needed."""
+        await asyncio.gather(
+            *(self._note_codes(audit_id, codes) for audit_id, codes in codes_by_audit.items())
+        )
+
+    async def _note_codes(self, audit_id: str, codes: Collection[str]) -> None:
+        update = {"$addToSet": {"codes": {"$each": sorted(codes)}}, "$setOnInsert": {"rev": 0}}
+        try:
+            await self._audits.update_one({"_id": audit_id}, update, upsert=True)
+        except DuplicateKeyError:
+            # Two replicas upserted the new audit at once; now it exists, so this one updates.
+            await self._audits.update_one({"_id": audit_id}, update, upsert=True)
+
+    async def audit(self, audit_id: str) -> AuditRecord | None:
+        """One audit, if any review of it has arrived."""
+        doc = await self._audits.find_one({"_id": audit_id})
+        return _audit_record(doc) if doc is not None else None
+
+    async def audits(self) -> list[AuditRecord]:
+        """Every audit whose summary has been computed, by id."""
+        cursor = self._audits.find({"rev": {"$gte": 1}}).sort("_id", ASCENDING)
+        return [_audit_record(doc) async for doc in cursor]
+
+    async def commit_audit(
+        self, record: AuditRecord, summary: AuditSummary, now: datetime, changed: bool
+    ) -> bool:
+        """Writes the summary if nobody committed the audit since `record` was read."""
+        update: dict[str, Any] = {
+            "$set": summary.model_dump(mode="json", exclude={"audit_id"}),
+            "$inc": {"rev": 1},
+        }
+        if changed:
+            update["$max"] = {"updated_at": now}
+        result = await self._audits.update_one({"_id": record.audit_id, "rev": record.rev}, update)
+        return result.matched_count == 1
+
+    async def touch_audit(self, audit_id: str, now: datetime) -> None:
+        """Records that one of the audit's snapshots changed at `now`."""
+        await self._audits.update_one({"_id": audit_id}, {"$max": {"updated_at": now}})
+
+    async def pattern_counts(self) -> dict[str, int]:
+        """Patterns per audit."""
+        cursor = await self._snapshots.aggregate(
+            [
+                {"$match": {"is_pattern": True}},
+                {"$group": {"_id": "$audit_id", "n": {"$sum": 1}}},
+            ]
+        )
+        return {doc["_id"]: doc["n"] async for doc in cursor}
+
+    # --- snapshots -----------------------------------------------------------------------
+
+    async def snapshots(self, audit_id: str) -> dict[str, StoredSnapshot]:
+        """Every snapshot of an audit by theme."""
+        cursor = self._snapshots.find({"audit_id": audit_id})
+        return {doc["theme"]: _stored_snapshot(doc) async for doc in cursor}
+
+    async def snapshot(self, key: str) -> StoredSnapshot | None:
+        """One snapshot by `{audit_id}/{theme}`."""
+        doc = await self._snapshots.find_one({"_id": key})
+        return _stored_snapshot(doc) if doc is not None else None
+
+    async def pattern_audits(self, themes: Iterable[str]) -> dict[str, set[str]]:
+        """For each theme, the audits where it is a pattern now."""
+        found: dict[str, set[str]] = {}
+        cursor = self._snapshots.find(
+            {"theme": {"$in": list(themes)}, "is_pattern": True}, {"audit_id": 1, "theme": 1}
+        )
+        async for doc in cursor:
+            found.setdefault(doc["theme"], set()).add(doc["audit_id"])
+        return found
+
+    async def holders(self, theme: str, except_audit: str) -> list[str]:
+        """Keys of the theme's snapshots in every other audit."""
+        cursor = self._snapshots.find(
+            {"theme": theme, "audit_id": {"$ne": except_audit}}, {"_id": 1}
+        )
+        return [doc["_id"] async for doc in cursor]
+
+    async def commit_snapshot(
+        self,
+        held: StoredSnapshot | None,
+        revised: Snapshot | None,
+        content: ThemeContent,
+        causes: Sequence[str],
+    ) -> Committed | None:
+        """Commits a recompute of one snapshot, or returns None when another writer committed
+        since `held` was read (or created it, when `held` is None).
+
+        An unchanged recompute still moves `rev`: a writer that read the snapshot before it
+        and its inputs earlier still must not overwrite the newer picture.
+        """
+        if held is None:
+            assert revised is not None, "a first snapshot is always a new version"
+            doc: Document = {
+                "_id": snapshot_key(content.audit_id, content.theme),
+                "audit_id": content.audit_id,
+                "theme": content.theme,
+                "is_pattern": content.is_pattern,
+                "content": content.model_dump(mode="json"),
+                "version": revised.version,
+                "computed_at": revised.computed_at,
+                "caused_by": list(causes[:CAUSES_KEPT]),
+                "rev": 1,
+                "published_version": 0,
+                "pattern_changes": 1 if content.is_pattern else 0,
+                "propagated_changes": 0,
+                "lease": None,
+            }
+            try:
+                await self._snapshots.insert_one(doc)
+            except DuplicateKeyError:
+                return None
+            return Committed(revised)
+        update: dict[str, Any] = {"$inc": {"rev": 1}}
+        if revised is not None:
+            update["$set"] = {
+                "is_pattern": content.is_pattern,
+                "content": content.model_dump(mode="json"),
+                "version": revised.version,
+                "computed_at": revised.computed_at,
+                "caused_by": list(causes[:CAUSES_KEPT]),
+            }
+            if content.is_pattern != held.snapshot.content.is_pattern:
+                update["$inc"]["pattern_changes"] = 1
+        result = await self._snapshots.update_one({"_id": held.key, "rev": held.rev}, update)
+        return Committed(revised) if result.matched_count == 1 else None
+
+    async def claim_publish(
+        self, key: str, holder: str, now: datetime, until: datetime
+    ) -> StoredSnapshot | None:
+        """Takes the right to publish this snapshot if nobody holds it (or their lease ran
+        out); returns the snapshot as it is at that moment, or None."""
+        doc = await self._snapshots.find_one_and_update(
+            {"_id": key, "$or": [{"lease": None}, {"lease_until": {"$lt": now}}]},
+            {"$set": {"lease": holder, "lease_until": until}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _stored_snapshot(doc) if doc is not None else None
+
+    async def release_publish(
+        self, key: str, holder: str, published_version: int | None
+    ) -> StoredSnapshot | None:
+        """Gives the right back, recording the version the broker acknowledged, if any;
+        None when the lease had run out and been taken over."""
+        update: dict[str, Any] = {"$set": {"lease": None}}
+        if published_version is not None:
+            update["$max"] = {"published_version": published_version}
+        doc = await self._snapshots.find_one_and_update(
+            {"_id": key, "lease": holder}, update, return_document=ReturnDocument.AFTER
+        )
+        return _stored_snapshot(doc) if doc is not None else None
+
+    async def mark_propagated(self, key: str, pattern_changes: int) -> None:
+        """Records that other audits' `recurring_in` reflects this many pattern flips."""
+        await self._snapshots.update_one(
+            {"_id": key}, {"$max": {"propagated_changes": pattern_changes}}
+        )

@@ -1,0 +1,320 @@
+"""Themes under faults and races, on the real broker and store: a crash between storing and
+publishing, a replica reading stale inputs while another commits, and two replicas publishing
+one key at once. Each race is forced into the interleaving that would lose an update."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from faststream.kafka import KafkaBroker
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from structlog.testing import capture_logs
+
+from services.themes.domain import CurrentReview, Thresholds
+from services.themes.process import Incoming, Themes
+from services.themes.settings import ThemesSettings
+from services.themes.store import ThemesStore
+from shared.contracts import ReviewAcceptedV1, ThemeSnapshotV1
+from shared.kafka import ensure_topics, make_broker
+from shared.mongo import Document
+from shared.taxonomy import default_taxonomy
+from tests.conftest import namespaced
+from tests.support.infra import Servers
+from tests.support.kafka import read_all
+from tests.unit.test_themes_property import event, reference
+
+pytestmark = pytest.mark.integration
+
+DA = [("domestic_abuse", None)]
+LEASE_S = 2.0
+
+
+class Wire:
+    """Publishes through the real broker, and can lose its connection or stall like one."""
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self._broker = broker
+        self.calls = 0
+        self.fail_after: int | None = None
+        self.stall_first_s = 0.0
+        self.stalled = asyncio.Event()
+
+    async def __call__(
+        self, topic: str, key: bytes, value: bytes, correlation_id: str | None
+    ) -> None:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise ConnectionError("connection to the broker lost")
+        if self.calls == 1 and self.stall_first_s:
+            self.stalled.set()
+            await asyncio.sleep(self.stall_first_s)
+        await self._broker.publish(value, topic=topic, key=key, correlation_id=correlation_id)
+
+
+class PausingStore(ThemesStore):
+    """The real store, except that the first read of `pause_after` holds its answer until
+    told to go on: a replica that read its inputs and then stalled."""
+
+    def __init__(self, db: AsyncDatabase[Document], pause_after: str) -> None:
+        super().__init__(db)
+        self.paused = asyncio.Event()
+        self.resume = asyncio.Event()
+        self._pause_after = pause_after
+        self._done = False
+
+    async def _hold(self, name: str) -> None:
+        if name == self._pause_after and not self._done:
+            self._done = True
+            self.paused.set()
+            await self.resume.wait()
+
+    async def reviews(self, audit_id: str) -> list[CurrentReview]:
+        found = await super().reviews(audit_id)
+        await self._hold("reviews")
+        return found
+
+    async def pattern_audits(self, themes: Iterable[str]) -> dict[str, set[str]]:
+        found = await super().pattern_audits(themes)
+        await self._hold("pattern_audits")
+        return found
+
+
+class Rig:
+    """One test's settings, store and broker, and replicas of the use case over them."""
+
+    def __init__(self, settings: ThemesSettings, db: AsyncDatabase[Document], broker: KafkaBroker):
+        self.settings = settings
+        self.db = db
+        self.broker = broker
+
+    def replica(self, store: ThemesStore | None = None) -> tuple[Themes, Wire]:
+        wire = Wire(self.broker)
+        themes = Themes(
+            store=store or ThemesStore(self.db),
+            publish=wire,
+            taxonomy=default_taxonomy(),
+            thresholds=Thresholds(),
+            themes_topic=self.settings.topic_themes,
+            lease_s=LEASE_S,
+        )
+        return themes, wire
+
+    def batch(self, events: Sequence[ReviewAcceptedV1]) -> list[Incoming]:
+        return [
+            Incoming(self.settings.topic_accepted, 0, offset, e.to_json())
+            for offset, e in enumerate(events)
+        ]
+
+    async def published(self) -> list[ThemeSnapshotV1]:
+        records = await read_all(self.settings.kafka_bootstrap, self.settings.topic_themes, 800)
+        return [ThemeSnapshotV1.model_validate_json(value) for _, value, _ in records]
+
+    async def stored(self) -> dict[str, Document]:
+        return {doc["_id"]: doc async for doc in self.db["themes_snapshots"].find({})}
+
+
+@pytest.fixture
+async def rig(
+    servers: Servers, namespace: str, mongo: AsyncMongoClient[Document]
+) -> AsyncIterator[Rig]:
+    settings = ThemesSettings(**namespaced(servers, namespace))
+    await ensure_topics(settings.kafka_bootstrap, {settings.topic_themes: 1})
+    broker = make_broker(settings.kafka_bootstrap, "themes-test")
+    await broker.start()
+    store = ThemesStore(mongo[namespace])
+    await store.ensure_indexes()
+    try:
+        yield Rig(settings, mongo[namespace], broker)
+    finally:
+        await broker.stop()
+
+
+async def reached(point: asyncio.Event) -> None:
+    """Waits for a replica to get to a point, failing rather than hanging if it never does."""
+    await asyncio.wait_for(point.wait(), timeout=15)
+
+
+@asynccontextmanager
+async def running(task: asyncio.Task[Any]) -> AsyncIterator[None]:
+    """The body runs alongside the task; then the task is awaited, or cancelled if the body
+    failed, so a broken race never hangs the session."""
+    try:
+        yield
+    except BaseException:
+        task.cancel()
+        await asyncio.wait([task])
+        raise
+    await task
+
+
+def contents(stored: dict[str, Document]) -> dict[str, dict[str, Any]]:
+    return {key: doc["content"] for key, doc in stored.items()}
+
+
+def history(published: Sequence[ThemeSnapshotV1], key: str) -> list[ThemeSnapshotV1]:
+    return [s for s in published if f"{s.audit_id}/{s.theme}" == key]
+
+
+def assert_topic_matches_store(
+    published: Sequence[ThemeSnapshotV1], stored: dict[str, Document]
+) -> None:
+    """Per key, versions rise on the topic, and the last one is the stored one, published."""
+    for key, doc in stored.items():
+        versions = [s.version for s in history(published, key)]
+        assert versions == sorted(set(versions)), f"{key}: {versions}"
+        assert versions[-1] == doc["version"] == doc["published_version"], key
+        last = history(published, key)[-1].model_dump(mode="json")
+        assert {k: v for k, v in last.items() if k in doc["content"]} == doc["content"], key
+
+
+async def test_a_crash_after_storing_is_made_good_by_the_redelivery(rig: Rig) -> None:
+    events = [
+        event("aud-x", "csc", "C1", 1, DA),
+        event("aud-x", "police", "C2", 1, [*DA, ("neglect", None)]),
+        event("aud-x", "school", "C3", 1, [("neglect", None)]),
+        event("aud-y", "csc", "C1", 1, DA),
+        event("aud-y", "police", "C2", 1, DA),
+    ]
+    batch = rig.batch(events)
+    crashing, wire = rig.replica()
+    wire.fail_after = 2
+    with pytest.raises(ConnectionError):
+        await crashing.process(batch)
+
+    stored = await rig.stored()
+    unpublished = sorted(k for k, d in stored.items() if d["version"] > d["published_version"])
+    assert unpublished, "the crash left versions stored but not published"
+    assert any(d["pattern_changes"] > d["propagated_changes"] for d in stored.values())
+    # A replica that died holding the right to publish one of them left its lease behind.
+    now = datetime.now(UTC)
+    await ThemesStore(rig.db).claim_publish(
+        unpublished[0], "dead-replica", now, now + timedelta(seconds=LEASE_S)
+    )
+
+    redelivered, _ = rig.replica()
+    with capture_logs() as logs:
+        tally = await redelivered.process(batch)
+    assert tally.published >= len(unpublished)
+
+    stored = await rig.stored()
+    assert contents(stored) == reference(events)
+    assert stored["aud-x/domestic_abuse"]["content"]["recurring_in"] == ["aud-y"]
+    assert all(d["pattern_changes"] == d["propagated_changes"] for d in stored.values())
+    assert_topic_matches_store(await rig.published(), stored)
+
+    again, _ = rig.replica()
+    assert (await again.process(batch)).published == 0
+
+    event_ids = {e.event_id for e in events}
+    lines = {line["event"] for line in logs}
+    assert {"batch processed", "snapshot published"} <= lines
+    [summary] = [line for line in logs if line["event"] == "batch processed"]
+    assert summary["records"] == 5
+    assert summary["audits"] == 2
+    assert summary["snapshots_published"] == tally.published
+    assert summary["offsets"] == [0, 4]
+    assert summary["partition"] == 0
+    assert summary["topic"] == rig.settings.topic_accepted
+    assert isinstance(summary["duration_ms"], float)
+    for line in logs:
+        if line["event"] == "snapshot published":
+            assert line["correlation_id"] in event_ids
+            assert set(line["caused_by"]) <= event_ids
+            assert line["caused_by"][0] == line["correlation_id"]
+            assert {"audit_id", "theme", "version", "is_pattern"} <= set(line)
+    tokens = {e.case_token for e in events}
+    assert not any(token in str(line) for line in logs for token in tokens)
+
+
+async def test_first_reviews_are_logged_as_stored_and_stale_ones_at_debug(rig: Rig) -> None:
+    newer = event("aud-x", "csc", "C1", 2, DA)
+    older = event("aud-x", "csc", "C1", 1, [])
+    themes, _ = rig.replica()
+    with capture_logs() as logs:
+        await themes.process(rig.batch([newer, older, newer]))
+    stored = [line for line in logs if line["event"] == "review stored"]
+    stale = [line for line in logs if line["event"] == "stale review ignored"]
+    assert [(s["event_id"], s["revision"], s["offset"]) for s in stored] == [(newer.event_id, 2, 0)]
+    assert stored[0]["correlation_id"] == newer.event_id
+    assert {s["offset"] for s in stale} == {1, 2}
+    assert all(s["log_level"] == "debug" for s in stale)
+    assert (await rig.stored())["aud-x/domestic_abuse"]["content"]["cases_with_theme"] == 1
+
+
+async def test_a_replica_that_read_before_another_committed_does_not_overwrite_it(
+    rig: Rig,
+) -> None:
+    first = [event("aud-x", "csc", "C1", 1, DA), event("aud-x", "police", "C2", 1, DA)]
+    later_a = event("aud-x", "school", "C3", 1, DA)
+    later_b = event("aud-x", "gp1", "C4", 1, [("neglect", None)])
+    setup, _ = rig.replica()
+    await setup.process(rig.batch(first))
+
+    pausing = PausingStore(rig.db, pause_after="reviews")
+    slow, _ = rig.replica(pausing)
+    fast, _ = rig.replica()
+    task = asyncio.create_task(slow.process(rig.batch([later_a])))
+    async with running(task):
+        await reached(pausing.paused)
+        # The slow replica has read three cases; the fast one now stores and commits four.
+        await fast.process(rig.batch([later_b]))
+        pausing.resume.set()
+
+    stored = await rig.stored()
+    assert contents(stored) == reference([*first, later_a, later_b])
+    assert stored["aud-x/domestic_abuse"]["content"]["cases_total"] == 4
+    assert_topic_matches_store(await rig.published(), stored)
+    audit = await rig.db["themes_audits"].find_one({"_id": "aud-x"})
+    assert audit is not None and audit["cases"] == 4
+
+
+async def test_a_stale_read_of_other_audits_patterns_does_not_undo_recurrence(rig: Rig) -> None:
+    setup_events = [
+        event("aud-x", "csc", "C1", 1, DA),
+        event("aud-x", "police", "C2", 1, DA),
+        event("aud-y", "csc", "C1", 1, DA),
+        event("aud-y", "csc", "C2", 1, DA),
+    ]
+    setup, _ = rig.replica()
+    await setup.process(rig.batch(setup_events))
+    x_changes = event("aud-x", "school", "C3", 1, [])
+    y_becomes_pattern = event("aud-y", "police", "C1", 1, DA)
+
+    pausing = PausingStore(rig.db, pause_after="pattern_audits")
+    slow, _ = rig.replica(pausing)
+    fast, _ = rig.replica()
+    task = asyncio.create_task(slow.process(rig.batch([x_changes])))
+    async with running(task):
+        await reached(pausing.paused)
+        # The slow replica saw aud-y without the pattern; now it becomes one there.
+        await fast.process(rig.batch([y_becomes_pattern]))
+        pausing.resume.set()
+
+    stored = await rig.stored()
+    assert contents(stored) == reference([*setup_events, x_changes, y_becomes_pattern])
+    x = stored["aud-x/domestic_abuse"]["content"]
+    assert (x["recurring_in"], x["cases_total"]) == (["aud-y"], 3)
+    assert_topic_matches_store(await rig.published(), stored)
+
+
+async def test_versions_of_one_key_reach_the_topic_in_order_when_replicas_race(
+    rig: Rig,
+) -> None:
+    slow, slow_wire = rig.replica()
+    slow_wire.stall_first_s = 0.6
+    fast, _ = rig.replica()
+    task = asyncio.create_task(slow.process(rig.batch([event("aud-x", "csc", "C1", 1, DA)])))
+    async with running(task):
+        await reached(slow_wire.stalled)
+        # Version 1 is on its way, slowly; version 2 is committed and must not overtake it.
+        await fast.process(rig.batch([event("aud-x", "police", "C2", 1, DA)]))
+
+    published = await rig.published()
+    assert [s.version for s in history(published, "aud-x/domestic_abuse")] == [1, 2]
+    assert_topic_matches_store(published, await rig.stored())
