@@ -1,0 +1,1 @@
+"""Recommendations: routes pattern snapshots to partnership sub-groups as tracked actions."""

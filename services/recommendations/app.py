@@ -1,0 +1,106 @@
+"""Recommendations' wiring and lifespan: `create_app(settings, clock)` builds the whole service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from services.recommendations.handlers import ActionsApi, run_upkeep, subscribe
+from services.recommendations.process import Clock, Recommendations, utc_now
+from services.recommendations.settings import RecommendationsSettings
+from services.recommendations.store import RecommendationsStore
+from shared.http import health_routes
+from shared.kafka import ensure_topics, make_broker, wait_for_kafka
+from shared.mongo import database, make_client, ping
+from shared.routing import Routing, load_routing
+from shared.runtime import log_started, log_stopped
+from shared.secrets import load_token_hashes
+from shared.taxonomy import load_taxonomy
+
+SERVICE = "recommendations"
+
+
+class TokensError(ValueError):
+    """The leads' tokens file names a sub-group the routing does not know."""
+
+
+def _lead_tokens(settings: RecommendationsSettings, routing: Routing) -> dict[str, str]:
+    hashes = load_token_hashes(settings.recommendations_tokens_file)
+    unknown = sorted(set(hashes) - set(routing.sub_groups))
+    if unknown:
+        raise TokensError(
+            f"{settings.recommendations_tokens_file}: unknown sub-group(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(routing.sub_groups))}"
+        )
+    return hashes
+
+
+def create_app(
+    settings: RecommendationsSettings | None = None, clock: Clock = utc_now
+) -> Starlette:
+    """The recommendations service: a batch consumer of theme snapshots, the leads' HTTP API
+    and the escalation task. `clock` dates routings, changes and escalations."""
+    settings = settings or RecommendationsSettings()
+    taxonomy = load_taxonomy(settings.taxonomy_file)
+    routing = load_routing(settings.routing_file, taxonomy)
+    tokens = _lead_tokens(settings, routing)
+    broker = make_broker(settings.kafka_bootstrap, SERVICE)
+    client = make_client(settings.mongo_url)
+    store = RecommendationsStore(database(client, settings.mongo_database))
+
+    async def publish(topic: str, key: bytes, value: bytes, correlation_id: str | None) -> None:
+        await broker.publish(value, topic=topic, key=key, correlation_id=correlation_id)
+
+    use_case = Recommendations(
+        store=store,
+        publish=publish,
+        routing=routing,
+        taxonomy=taxonomy,
+        actions_topic=settings.topic_actions,
+        clock=clock,
+        lease_s=settings.publish_lease_s,
+    )
+    subscribe(broker, use_case, settings)
+    api = ActionsApi(use_case, tokens)
+
+    async def readiness() -> dict[str, bool]:
+        return {"kafka": await broker.ping(timeout=2.0), "mongodb": await ping(client)}
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await wait_for_kafka(settings.kafka_bootstrap)
+        await ensure_topics(
+            settings.kafka_bootstrap,
+            {
+                settings.topic_themes: settings.topic_partitions,
+                settings.topic_actions: settings.topic_partitions,
+            },
+        )
+        await store.ensure_indexes()
+        await broker.start()
+        upkeep = asyncio.create_task(run_upkeep(use_case, settings.escalation_interval_s))
+        log_started(SERVICE, settings)
+        try:
+            yield
+        finally:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
+            await broker.stop()
+            await client.close()
+            log_stopped(SERVICE)
+
+    return Starlette(
+        routes=[
+            *health_routes(SERVICE, readiness),
+            Route("/v1/actions", api.list_actions, methods=["GET"]),
+            Route("/v1/actions/{action_id}", api.get_action, methods=["GET"]),
+            Route("/v1/actions/{action_id}/status", api.change_status, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,259 @@
+"""Recommendations' durable memory in MongoDB: the latest snapshot per theme, and the actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from services.recommendations.domain import OPEN, ThemeState
+from shared.contracts import ActionV1, Category, Descriptor
+from shared.mongo import Document
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MESSAGE_FIELDS = tuple(ActionV1.model_fields)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One version of an action: the message published for it and what caused it."""
+
+    message: ActionV1
+    cause: dict[str, Any]
+    by: str | None = None
+    note: str | None = None
+    correlation_id: str | None = None
+
+    def to_doc(self) -> Document:
+        """As the action document's `history` holds it."""
+        return {
+            "message": self.message.model_dump(mode="json"),
+            "cause": self.cause,
+            "by": self.by,
+            "note": self.note,
+            "correlation_id": self.correlation_id,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Document) -> HistoryEntry:
+        """Back from the action document."""
+        return cls(
+            message=_message(doc["message"]),
+            cause=doc.get("cause") or {},
+            by=doc.get("by"),
+            note=doc.get("note"),
+            correlation_id=doc.get("correlation_id"),
+        )
+
+
+@dataclass(frozen=True)
+class StoredAction:
+    """An action as stored: its current state, how far it is published, its history if read."""
+
+    action: ActionV1
+    published_version: int
+    history: tuple[HistoryEntry, ...] = ()
+
+    @property
+    def version(self) -> int:
+        """The version the next conditional write is conditional on."""
+        return self.action.version
+
+    def unpublished(self) -> list[HistoryEntry]:
+        """The versions not yet acknowledged by the broker, oldest first."""
+        pending = [e for e in self.history if e.message.version > self.published_version]
+        return sorted(pending, key=lambda e: e.message.version)
+
+
+def _message(doc: Document) -> ActionV1:
+    # Stored in JSON mode (dates as ISO text), so validate leniently back into the model.
+    return ActionV1.model_validate({k: doc[k] for k in _MESSAGE_FIELDS if k in doc}, strict=False)
+
+
+def _stored(doc: Document) -> StoredAction:
+    return StoredAction(
+        action=_message(doc),
+        published_version=int(doc.get("published_version", 0)),
+        history=tuple(HistoryEntry.from_doc(h) for h in doc.get("history", ())),
+    )
+
+
+def _state(doc: Document) -> ThemeState:
+    return ThemeState(
+        audit_id=doc["audit_id"],
+        theme=doc["theme"],
+        category=Category(doc["category"]),
+        is_pattern=bool(doc["is_pattern"]),
+        cases_with_theme=int(doc["cases_with_theme"]),
+        cases_total=int(doc["cases_total"]),
+        agency_count=int(doc["agency_count"]),
+        descriptor=Descriptor(doc["descriptor"]),
+        small_sample=bool(doc["small_sample"]),
+        version=int(doc["version"]),
+        correlation_id=doc.get("correlation_id"),
+    )
+
+
+class RecommendationsStore:
+    """Two collections.
+
+    `recommendation_themes`: one document per (audit, theme), `_id` `{audit_id}/{theme}`, the
+    latest applied snapshot's fields; replaced only by a higher version.
+    `actions`: one document per action, `_id` the action id, the current message's fields at
+    the top (queried and conditioned on), the append-only `history` of every version's
+    message, `published_version` (the highest the broker acknowledged), `unpublished` (a
+    version is stored but not yet acknowledged) and a publication lease.
+    """
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._themes = db["recommendation_themes"]
+        self._actions = db["actions"]
+
+    async def ensure_indexes(self) -> None:
+        """The audit lookups, the leads' listings, the overdue scan and the publication sweep."""
+        await self._themes.create_index([("audit_id", ASCENDING)])
+        await self._actions.create_index([("audit_id", ASCENDING), ("sub_group", ASCENDING)])
+        await self._actions.create_index([("sub_group", ASCENDING), ("status", ASCENDING)])
+        await self._actions.create_index([("status", ASCENDING), ("due_by", ASCENDING)])
+        await self._actions.create_index([("unpublished", ASCENDING)])
+
+    async def apply(self, state: ThemeState, now: datetime) -> bool:
+        """Keeps the snapshot if it is newer than the one held; False when it is stale."""
+        fields = {
+            "audit_id": state.audit_id,
+            "theme": state.theme,
+            "category": state.category.value,
+            "is_pattern": state.is_pattern,
+            "cases_with_theme": state.cases_with_theme,
+            "cases_total": state.cases_total,
+            "agency_count": state.agency_count,
+            "descriptor": state.descriptor.value,
+            "small_sample": state.small_sample,
+            "version": state.version,
+            "correlation_id": state.correlation_id,
+            "applied_at": now,
+        }
+        try:
+            await self._themes.update_one(
+                {"_id": f"{state.audit_id}/{state.theme}", "version": {"$lt": state.version}},
+                {"$set": fields},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            # The filter missed because an equal or higher version is held: the upsert's
+            # insert then collides on `_id`.
+            return False
+        return True
+
+    async def theme_states(self, audit_id: str) -> list[ThemeState]:
+        """The latest applied snapshot of every theme of an audit."""
+        return [_state(doc) async for doc in self._themes.find({"audit_id": audit_id})]
+
+    async def actions_of(self, audit_id: str) -> dict[str, StoredAction]:
+        """Every action of an audit by sub-group, without history."""
+        cursor = self._actions.find({"audit_id": audit_id}, {"history": 0})
+        return {doc["sub_group"]: _stored(doc) async for doc in cursor}
+
+    async def action(self, action_id: str) -> StoredAction | None:
+        """One action with its history."""
+        doc = await self._actions.find_one({"_id": action_id})
+        return _stored(doc) if doc is not None else None
+
+    async def record(
+        self,
+        after: ActionV1,
+        entry: HistoryEntry,
+        *,
+        read_version: int | None,
+        also: Document | None = None,
+    ) -> bool:
+        """Stores a new version if the action is still at `read_version` (None: absent).
+
+        False on a conflict: another writer got there first; re-read and re-apply.
+        `also` adds conditions to the filter.
+        """
+        fields = {**after.model_dump(mode="json"), "unpublished": True}
+        if read_version is None:
+            try:
+                await self._actions.insert_one(
+                    {
+                        "_id": after.action_id,
+                        **fields,
+                        "history": [entry.to_doc()],
+                        "published_version": 0,
+                        "lease_by": None,
+                        "lease_until": _EPOCH,
+                    }
+                )
+            except DuplicateKeyError:
+                return False
+            return True
+        result = await self._actions.update_one(
+            {"_id": after.action_id, "version": read_version, **(also or {})},
+            {"$set": fields, "$push": {"history": {"$each": [entry.to_doc()]}}},
+        )
+        return result.matched_count == 1
+
+    async def listing(
+        self, *, sub_group: str | None, status: str | None, audit_id: str | None
+    ) -> list[StoredAction]:
+        """Actions without history, by audit and sub-group; None leaves a filter out."""
+        query: Document = {}
+        for field, value in (("sub_group", sub_group), ("status", status), ("audit_id", audit_id)):
+            if value is not None:
+                query[field] = value
+        cursor = self._actions.find(query, {"history": 0}).sort(
+            [("audit_id", ASCENDING), ("sub_group", ASCENDING)]
+        )
+        return [_stored(doc) async for doc in cursor]
+
+    async def overdue(self, today: date, limit: int) -> list[StoredAction]:
+        """Open actions due before today and not escalated yet, without history."""
+        cursor = self._actions.find(
+            {
+                "status": {"$in": sorted(s.value for s in OPEN)},
+                "escalated_to": None,
+                "due_by": {"$lt": today.isoformat()},
+            },
+            {"history": 0},
+        ).limit(limit)
+        return [_stored(doc) async for doc in cursor]
+
+    async def unpublished(self, limit: int) -> list[StoredAction]:
+        """Actions with a stored version the broker has not acknowledged, without history."""
+        cursor = self._actions.find({"unpublished": True}, {"history": 0}).limit(limit)
+        return [_stored(doc) async for doc in cursor]
+
+    async def take_lease(
+        self, action_id: str, token: str, now: datetime, ttl_s: float
+    ) -> StoredAction | None:
+        """The action with its history if this caller may publish it now; None if another may."""
+        doc = await self._actions.find_one_and_update(
+            {"_id": action_id, "lease_until": {"$lt": now}},
+            {"$set": {"lease_by": token, "lease_until": now + timedelta(seconds=ttl_s)}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _stored(doc) if doc is not None else None
+
+    async def mark_published(self, action_id: str, version: int) -> None:
+        """Records a broker acknowledgement; `unpublished` clears only if no newer version came."""
+        await self._actions.update_one({"_id": action_id}, {"$max": {"published_version": version}})
+        await self._actions.update_one(
+            {"_id": action_id, "version": version}, {"$set": {"unpublished": False}}
+        )
+
+    async def published_version(self, action_id: str) -> int:
+        """The highest version the broker acknowledged; 0 when none or no such action."""
+        doc = await self._actions.find_one({"_id": action_id}, {"published_version": 1})
+        return int(doc.get("published_version", 0)) if doc is not None else 0
+
+    async def release_lease(self, action_id: str, token: str) -> None:
+        """Lets the next publisher in, if the lease is still this caller's."""
+        await self._actions.update_one(
+            {"_id": action_id, "lease_by": token},
+            {"$set": {"lease_by": None, "lease_until": _EPOCH}},
+        )

@@ -1,0 +1,81 @@
+"""A crash between storing an action and publishing it: the redelivery publishes it, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from services.recommendations.process import Incoming, Recommendations
+from services.recommendations.store import RecommendationsStore
+from shared.kafka import ensure_topics, make_broker
+from shared.mongo import Document
+from shared.routing import default_routing
+from shared.taxonomy import default_taxonomy
+from tests.support.infra import Servers
+from tests.support.recommendations_fixtures import fixture_snapshots, record
+from tests.support.recommendations_harness import published, settings_for, versions_by_action
+
+pytestmark = pytest.mark.integration
+
+
+class BrokerWentAwayError(RuntimeError):
+    """The injected fault."""
+
+
+async def test_versions_stored_but_not_published_are_published_on_redelivery(
+    servers: Servers, namespace: str, tmp_path: Path, mongo: AsyncMongoClient[Document]
+) -> None:
+    settings = settings_for(servers, namespace, tmp_path)
+    await ensure_topics(servers.kafka_bootstrap, {settings.topic_actions: 4})
+    broker = make_broker(servers.kafka_bootstrap, "recommendations-test")
+    await broker.start()
+    sends = 0
+
+    async def flaky(topic: str, key: bytes, value: bytes, correlation_id: str | None) -> None:
+        # The real broker, with the third send lost as if the process had died there.
+        nonlocal sends
+        sends += 1
+        if sends == 3:
+            raise BrokerWentAwayError("connection lost")
+        await broker.publish(value, topic=topic, key=key, correlation_id=correlation_id)
+
+    store = RecommendationsStore(mongo[namespace])
+    await store.ensure_indexes()
+    use_case = Recommendations(
+        store=store,
+        publish=flaky,
+        routing=default_routing(),
+        taxonomy=default_taxonomy(),
+        actions_topic=settings.topic_actions,
+        lease_s=2.0,
+    )
+    batch = [
+        Incoming(settings.topic_themes, 0, offset, key, value, None)
+        for offset, (key, value) in enumerate(record(s) for s in fixture_snapshots())
+    ]
+    try:
+        with pytest.raises(BrokerWentAwayError):
+            await use_case.process(batch)
+        assert await mongo[namespace]["actions"].count_documents({}) == 4
+        # Actions publish concurrently: the others' sends went through, the lost one did not.
+        before = len(await published(servers, settings))
+        assert before == 3
+
+        # The batch was not committed, so it comes again: every snapshot is stale by now.
+        redelivered = await use_case.process(batch)
+        assert redelivered.applied == 0
+        assert redelivered.events == {}
+        assert redelivered.published == 4 - before
+        again = await use_case.process(batch)
+        assert again.published == 0
+    finally:
+        await broker.stop()
+
+    messages = await published(servers, settings)
+    assert len(messages) == 4
+    assert all(v == [1] for v in versions_by_action(messages).values())
+    async for doc in mongo[namespace]["actions"].find({}):
+        assert doc["published_version"] == 1
+        assert doc["unpublished"] is False
