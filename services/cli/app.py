@@ -51,7 +51,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-out = Console()
+# Piped or logged output (make demo, CI) has no terminal width; 80 columns would fold the tables.
+out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
