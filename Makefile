@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help venv lint test test-unit infra-up infra-down infra-status up down status logs demo bench clean
+.PHONY: help venv lint browser test test-unit infra-up infra-down infra-status up down status logs demo bench clean
 
 help:
 	@echo "make demo          set up, start everything, run the reference audit end to end"
@@ -32,8 +32,15 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The briefing is rendered in Debian's Chromium by a test; install it where it is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the briefing render test…"; \
+	  if [ "$$(id -u)" = 0 ]; then APT=apt-get; else APT="sudo apt-get"; fi; \
+	  $$APT update -qq && DEBIAN_FRONTEND=noninteractive $$APT install -y -qq chromium >/dev/null; }
+
 # The session fixture starts the native servers when none answer and stops what it started.
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 test-unit: venv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pymongo import AsyncMongoClient
 
 from shared.mongo import Document
 from tests.conftest import namespaced
+from tests.support.browser import render
 from tests.support.infra import REPO, Servers
 from tests.support.services import ServiceProcess, environment, free_port
 
@@ -113,6 +115,21 @@ def test_the_demo_reproduces_the_reference_audit(
     out = tmp_path / "out"
     html = (out / "briefing.html").read_text()
     assert html.count('class="bar') == len(themes["themes"])
+    # Chromium lays the page out and draws it; the PNG is kept for a person to look at.
+    rendered = render(out / "briefing.html", out / "briefing.png", tmp_path / "chromium")
+    assert rendered.png.stat().st_size > 50_000
+    assert rendered.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    drawn = set(re.findall(r'data-theme="([a-z_]+)"', rendered.dom))
+    assert drawn == {t["theme"] for t in themes["themes"]}
+    assert rendered.dom.count('class="bar') == len(themes["themes"])
+    for heading in (
+        "About the audit",
+        "Key messages and findings",
+        "Examples of good practice",
+        "Identified areas for improvement",
+        "Recommendations",
+    ):
+        assert heading in rendered.dom
     assert "in almost all cases" in (out / "briefing.md").read_text()
 
     public = tmp_path / "public.md"
