@@ -72,7 +72,8 @@ logs:
 	@tail -n 50 -F .local/logs/intake.log .local/logs/themes.log .local/logs/recommendations.log
 
 demo: up
-	$(BIN)/casereview demo
+	CASEREVIEW_KAFKA_BOOTSTRAP=$${CASEREVIEW_KAFKA_BOOTSTRAP:-127.0.0.1:$${CASEREVIEW_KAFKA_PORT:-9092}} \
+	  $(BIN)/casereview demo
 
 bench: venv infra-up
 	$(BIN)/python -m tests.bench

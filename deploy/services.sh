@@ -10,6 +10,9 @@ SERVICES=(intake themes recommendations)
 export CASEREVIEW_MODE=${CASEREVIEW_MODE:-demo}
 export CASEREVIEW_LOCAL_DIR=${CASEREVIEW_LOCAL_DIR:-$LOCAL_DIR}
 export CASEREVIEW_LOG_FORMAT=${CASEREVIEW_LOG_FORMAT:-json}
+# The services talk to the servers `make infra-up` started, on whatever ports it was given.
+export CASEREVIEW_KAFKA_BOOTSTRAP=${CASEREVIEW_KAFKA_BOOTSTRAP:-127.0.0.1:${CASEREVIEW_KAFKA_PORT:-9092}}
+export CASEREVIEW_MONGO_URL=${CASEREVIEW_MONGO_URL:-mongodb://127.0.0.1:${CASEREVIEW_MONGO_PORT:-27017}}
 
 port_of() {
   case "$1" in
