@@ -1,24 +1,55 @@
-"""Kafka plumbing every service uses: an idempotent broker, topics that exist, reachability."""
+"""Kafka plumbing every service uses: an idempotent broker, credentials, topics, reachability."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import ssl
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from shared.log import get_logger
+from shared.settings import CommonSettings
 
 log = get_logger()
 
 
-def make_broker(bootstrap: str, service: str) -> KafkaBroker:
+_SASL = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+
+
+def kafka_security(settings: CommonSettings) -> BaseSecurity | None:
+    """The service's Kafka credentials from its settings; None on a plaintext listener."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    username, password = settings.kafka_sasl_username, settings.kafka_sasl_password
+    if username is None or password is None:
+        raise ValueError(f"{protocol} needs a SASL user name and password")
+    tls = protocol == "SASL_SSL"
+    return _SASL[settings.kafka_sasl_mechanism](
+        username,
+        password.get_secret_value(),
+        ssl_context=ssl.create_default_context() if tls else None,
+        use_ssl=tls,
+    )
+
+
+def _client_options(security: BaseSecurity | None) -> dict[str, Any]:
+    # FastStream's own translation, so admin clients authenticate exactly as the broker does.
+    return parse_security(security)
+
+
+def make_broker(bootstrap: str, service: str, security: BaseSecurity | None = None) -> KafkaBroker:
     """A broker whose producer is idempotent and waits for all in-sync replicas."""
     return KafkaBroker(
         bootstrap,
+        security=security,
         client_id=f"casereview-{service}",
         enable_idempotence=True,
         acks="all",
@@ -30,9 +61,16 @@ def make_broker(bootstrap: str, service: str) -> KafkaBroker:
     )
 
 
-async def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int = 1) -> None:
+async def ensure_topics(
+    bootstrap: str,
+    topics: dict[str, int],
+    replication: int = 1,
+    security: BaseSecurity | None = None,
+) -> None:
     """Creates the topics that do not exist yet, with the given partition counts."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="casereview-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="casereview-admin", **_client_options(security)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -50,12 +88,16 @@ async def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int
         await admin.close()
 
 
-async def wait_for_kafka(bootstrap: str, timeout_s: float = 60.0) -> None:
+async def wait_for_kafka(
+    bootstrap: str, timeout_s: float = 60.0, security: BaseSecurity | None = None
+) -> None:
     """Waits until the broker answers, so a service started before it does not crash."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     warned = False
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=3000, **_client_options(security)
+        )
         try:
             await admin.start()
             await admin.list_topics()

@@ -34,25 +34,31 @@ def generate(
     seed: int = 7,
     max_revision: int = 3,
     findings_per_review: int = 5,
+    min_findings: int = 0,
+    favoured: int = 6,
+    favoured_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Agency-finding events: every agency reviews every case, with later revisions that add
-    and withdraw findings. Event ids are fixed by the seed."""
+    and withdraw findings; each review carries `min_findings` to `findings_per_review` codes
+    (fewer when the audit's favoured codes run out). Each audit favours `favoured` codes, and
+    with `favoured_only` draws from nothing else (fewer themes, so a slow store keeps up).
+    Event ids are fixed by the seed."""
     rng = random.Random(seed)
     codes = sorted(default_taxonomy().codes)
     events: list[dict[str, Any]] = []
     for a in range(audits):
         audit_id = f"audit-{seed}-{a:03d}"
         # Each audit leans on a few themes, so that some become patterns and some do not.
-        favoured = rng.sample(codes, 6)
+        leaning = rng.sample(codes, favoured)
         for c in range(cases_per_audit):
             ref = f"C{c:03d}"
             legal = rng.choice(LEGAL)
             for agency_id, agency_type in AGENCIES:
                 for revision in range(1, rng.randint(1, max_revision) + 1):
-                    pool = favoured if rng.random() < 0.7 else codes
+                    pool = leaning if favoured_only or rng.random() < 0.7 else codes
                     chosen = sorted(set(rng.sample(pool, min(len(pool), findings_per_review))))
                     findings: list[dict[str, Any]] = []
-                    for code in chosen[: rng.randint(0, findings_per_review)]:
+                    for code in chosen[: rng.randint(min_findings, findings_per_review)]:
                         item: dict[str, Any] = {"code": code}
                         if default_taxonomy().codes[code].waits:
                             item["waited_days"] = rng.randint(0, 120)

@@ -1,0 +1,1 @@
+"""Fault injection: the services as processes on their own broker and store."""
