@@ -75,8 +75,11 @@ demo: up
 	CASEREVIEW_KAFKA_BOOTSTRAP=$${CASEREVIEW_KAFKA_BOOTSTRAP:-127.0.0.1:$${CASEREVIEW_KAFKA_PORT:-9092}} \
 	  $(BIN)/casereview demo
 
+# The benchmark (docs/performance.md) on the servers infra-up starts, or those the
+# CASEREVIEW_KAFKA_BOOTSTRAP / CASEREVIEW_MONGO_URL settings name. Options as BENCH_<NAME>
+# variables (make bench BENCH_DURATION=15 BENCH_LATENCY_RATE=200) or BENCH_ARGS="--help".
 bench: venv infra-up
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean:
 	@bash deploy/services.sh down || true

@@ -1,0 +1,99 @@
+"""The benchmark's arithmetic: percentiles, CPU per 1,000 events, /proc parsing, and which
+snapshot reflects which latency marker."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from tests.bench.load import arrival_order, with_poison
+from tests.bench.procstat import cpu_seconds_of, memory_kib_of
+from tests.bench.stats import latency_summary, per_thousand, percentile, rate, reflected_at
+from tests.support.workload import generate
+
+pytestmark = pytest.mark.unit
+
+
+def test_percentiles_interpolate_between_ranks() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == pytest.approx(50.5)
+    assert percentile(values, 99) == pytest.approx(99.01)
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([7.0], 95) == 7.0
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+
+
+def test_percentiles_refuse_nothing_and_out_of_range() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        percentile([1.0], 101)
+
+
+def test_latency_summary_is_in_milliseconds() -> None:
+    summary = latency_summary([0.010, 0.020, 0.030, 0.040])
+    assert summary["count"] == 4
+    assert summary["p50_ms"] == pytest.approx(25.0)
+    assert summary["max_ms"] == pytest.approx(40.0)
+    assert latency_summary([])["p99_ms"] is None
+
+
+def test_a_percentile_among_markers_never_seen_is_unknown() -> None:
+    summary = latency_summary([0.01] * 97 + [math.inf] * 3)
+    assert summary["never_seen"] == 3
+    assert summary["p50_ms"] == pytest.approx(10.0)
+    assert summary["p95_ms"] == pytest.approx(10.0)
+    assert summary["p99_ms"] is None
+
+
+def test_rates_and_cpu_per_thousand_events() -> None:
+    assert rate(6000, 60.0) == 100.0
+    assert rate(10, 0.0) == 0.0
+    assert per_thousand(2.5, 5000) == pytest.approx(500.0)
+    assert per_thousand(1.0, 0) is None
+
+
+def test_proc_fields_survive_a_command_name_with_spaces_and_parentheses() -> None:
+    fields = ["S", *["0"] * 10, "150", "50", *["0"] * 30]
+    stat = "4242 (python (worker) x) " + " ".join(fields)
+    assert cpu_seconds_of(stat, ticks_per_second=100) == pytest.approx(2.0)
+    status = "Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n"
+    assert memory_kib_of(status) == {"VmHWM": 204800, "VmRSS": 102400}
+
+
+def test_a_marker_is_reflected_by_the_first_snapshot_counting_its_case() -> None:
+    positions = {"a": ["e1", "e2", "e3"], "b": ["f1"]}
+    observations = {
+        # Seen out of order; cases_total only counts up, but a late, older snapshot may
+        # still arrive after a newer one.
+        "a": [(1.0, 1), (3.0, 3), (2.5, 1), (2.0, 2)],
+        "b": [],
+    }
+    assert reflected_at(positions, observations) == {"e1": 1.0, "e2": 2.0, "e3": 3.0}
+
+
+def test_a_snapshot_that_skips_ahead_reflects_every_marker_before_it() -> None:
+    when = reflected_at({"a": ["e1", "e2", "e3"]}, {"a": [(5.0, 3)]})
+    assert when == {"e1": 5.0, "e2": 5.0, "e3": 5.0}
+
+
+def test_arrival_order_keeps_each_agencys_revisions_in_order() -> None:
+    events = generate(audits=3, cases_per_audit=4, seed=3)
+    arrived = arrival_order(events, active_audits=2, rng=random.Random(1))
+    assert sorted(e["event_id"] for e in arrived) == sorted(e["event_id"] for e in events)
+    last: dict[tuple[str, str, str], int] = {}
+    for event in arrived:
+        key = (event["audit_id"], event["agency"]["id"], event["case"]["ref"])
+        assert event["revision"] > last.get(key, 0)
+        last[key] = event["revision"]
+
+
+def test_poison_is_extra_and_counted() -> None:
+    events = generate(audits=2, cases_per_audit=5, seed=4)
+    load = with_poison(events, share=0.5, rng=random.Random(2))
+    assert load.valid == events
+    assert load.events == len(events) + sum(load.poison.values())
+    assert sum(load.poison.values()) > 0
