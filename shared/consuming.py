@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from faststream.kafka.message import KafkaMessage
 
-from shared.log import get_logger
+from shared.log import describe, get_logger
 
 log = get_logger()
+
+Check = Callable[[], Awaitable[bool]]
+"""Answers whether one dependency (Kafka, MongoDB) is reachable now."""
+
+# Longest a reachability check or a lag query may take (aiokafka would wait for a broker that
+# is gone indefinitely): the store's server selection timeout.
+CHECK_TIMEOUT_S = 5.0
 
 
 def records_of(message: KafkaMessage) -> Sequence[Any]:
@@ -21,39 +28,82 @@ def records_of(message: KafkaMessage) -> Sequence[Any]:
     return raw if isinstance(raw, tuple) else (raw,)
 
 
+class Positioned(Protocol):
+    """A record read from Kafka, as the services' `Incoming` types describe one."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
+def batch_position(batch: Sequence[Positioned]) -> dict[str, Any]:
+    """Where a non-empty batch was read, for its `batch processed` line: the topic, the
+    partition (or `partitions` when it spans several) and the first and last offsets."""
+    partitions = sorted({r.partition for r in batch})
+    offsets = [r.offset for r in batch]
+    where: dict[str, Any] = (
+        {"partition": partitions[0]} if len(partitions) == 1 else {"partitions": partitions}
+    )
+    return {"topic": batch[0].topic, **where, "offsets": [min(offsets), max(offsets)]}
+
+
 class Throttle:
     """Lets a repeated warning through at most once per interval."""
 
     def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
         self._last: dict[str, float] = {}
-        self.suppressed: dict[str, int] = {}
+        self._held: dict[str, int] = {}
 
-    def allow(self, key: str) -> bool:
-        """True when this key's warning may be written now."""
+    def allow(self, key: str) -> int | None:
+        """None while this key's interval runs; else how many were held back since the last."""
         now = time.monotonic()
-        if now - self._last.get(key, -float("inf")) >= self._interval_s:
-            self._last[key] = now
-            return True
-        self.suppressed[key] = self.suppressed.get(key, 0) + 1
+        if now - self._last.get(key, -float("inf")) < self._interval_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
+
+async def _within(check: Check) -> bool:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            return await check()
+    except Exception:
         return False
 
 
 class ConsumerMonitor:
-    """Counts what a subscriber handles and logs, every interval, its lag and throughput."""
+    """Watches one consumer: counts what it handles and, every interval, logs its lag and
+    throughput, and warns while a dependency does not answer."""
 
-    def __init__(self, group: str, interval_s: float) -> None:
+    def __init__(self, group: str, interval_s: float, dependencies: Mapping[str, Check]) -> None:
         self.group = group
         self.interval_s = interval_s
-        self.throttle = Throttle(interval_s)
+        self.dependencies = dict(dependencies)
         self.records = 0
         self.batches = 0
         self.errors = 0
+        # One throttle for every warning about the service's trouble: an outage of either
+        # server is one warning per interval, however many batches and checks fail meanwhile.
+        self._throttle = Throttle(interval_s)
+        self._down_since: dict[str, float] = {}
         self._consumer: Callable[[], Any] = lambda: None
 
     def watch(self, subscriber: Any) -> None:
         """Follows a FastStream Kafka subscriber (its aiokafka consumer exists once started)."""
         self._consumer = lambda: getattr(subscriber, "consumer", None)
+
+    def warn(self, event: str, **fields: Any) -> None:
+        """Logs a warning unless one was logged less than an interval ago."""
+        held = self._throttle.allow("trouble")
+        if held is not None:
+            log.warning(event, suppressed=held, **fields)
 
     def assigned(self) -> int:
         """How many partitions this replica holds now."""
@@ -73,28 +123,72 @@ class ConsumerMonitor:
                 out[f"{tp.topic}:{tp.partition}"] = max(0, end - (committed or 0))
         return out
 
+    async def check(self) -> dict[str, bool]:
+        """Whether each dependency answers, each asked at once and for a bounded time."""
+        answers = await asyncio.gather(*(_within(c) for c in self.dependencies.values()))
+        return dict(zip(self.dependencies, answers, strict=True))
+
+    async def readiness(self) -> dict[str, bool]:
+        """What `/readyz` reports: every dependency answers and the consumer holds partitions."""
+        return {**await self.check(), "consumer_assigned": self.assigned() > 0}
+
     async def report_forever(self) -> None:
-        """Writes one stats line per interval until cancelled."""
+        """Reports once per interval until cancelled."""
         while True:
-            await asyncio.sleep(self.interval_s)
-            records, batches, errors = self.records, self.batches, self.errors
-            self.records = self.batches = self.errors = 0
+            started = time.monotonic()
             try:
-                lag = await self.lag()
+                await self.report()
             except Exception as error:
-                lag = {}
-                if self.throttle.allow("lag"):
-                    log.warning("consumer lag unavailable", group=self.group, error=repr(error))
+                # A report that failed must not end the reporting.
+                self.warn("consumer stats failed", group=self.group, error=describe(error))
+            await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    async def report(self) -> None:
+        """One `consumer stats` line: lag per partition and what was handled since the last;
+        before it, a warning while a dependency does not answer, or a line once it does again."""
+        records, batches, errors = self.records, self.batches, self.errors
+        self.records = self.batches = self.errors = 0
+        checks = await self.check()
+        self._note_reachability(checks)
+        lag: dict[str, int] | None = None
+        # Lag is the broker's answer: without it, asking would only wait out the timeout.
+        if checks.get("kafka", True):
+            try:
+                async with asyncio.timeout(CHECK_TIMEOUT_S):
+                    lag = await self.lag()
+            except Exception as error:
+                self.warn("consumer lag unavailable", group=self.group, error=describe(error))
+        log.info(
+            "consumer stats",
+            group=self.group,
+            lag=lag,
+            lag_total=sum(lag.values()) if lag is not None else None,
+            assigned=self.assigned(),
+            records=records,
+            batches=batches,
+            errors=errors,
+            interval_s=self.interval_s,
+        )
+
+    def _note_reachability(self, checks: Mapping[str, bool]) -> None:
+        now = time.monotonic()
+        back = sorted(name for name in self._down_since if checks.get(name, True))
+        if back:
             log.info(
-                "consumer stats",
+                "dependency reachable again",
                 group=self.group,
-                lag=lag,
-                lag_total=sum(lag.values()),
-                partitions=len(lag),
-                records=records,
-                batches=batches,
-                errors=errors,
-                interval_s=self.interval_s,
+                recovered=back,
+                down_s=round(now - min(self._down_since.pop(name) for name in back), 1),
+            )
+        down = sorted(name for name, ok in checks.items() if not ok)
+        if down:
+            for name in down:
+                self._down_since.setdefault(name, now)
+            self.warn(
+                "dependency unreachable",
+                group=self.group,
+                unreachable=down,
+                down_s=round(now - min(self._down_since[name] for name in down), 1),
             )
 
 
@@ -102,34 +196,34 @@ async def settle(
     message: KafkaMessage,
     work: Callable[[], Awaitable[None]],
     *,
-    throttle: Throttle,
+    monitor: ConsumerMonitor,
     retry_pause_s: float = 1.0,
-    monitor: ConsumerMonitor | None = None,
 ) -> None:
     """Runs the batch's work, then commits; on failure rewinds to the batch's first record.
 
     The subscriber uses the MANUAL acknowledgement policy, so this is the only place offsets
-    move: after `work` returned, never before, and never when it raised or was cancelled.
+    move: after `work` returned, never before, and never when it raised or was cancelled. A
+    commit that fails (the broker went away) rewinds too: the batch's effects are idempotent,
+    so doing it again is how its offsets get committed after all.
     """
+    records = len(records_of(message))
     try:
         await work()
+        await message.ack()
     except asyncio.CancelledError:
         # Shutdown interrupted the batch: leave the offsets where they were.
         raise
     except Exception as error:
-        if monitor is not None:
-            monitor.errors += 1
-        if throttle.allow(type(error).__name__):
-            log.warning(
-                "batch failed; it will be retried",
-                error=f"{type(error).__name__}: {error}"[:300],
-                records=len(records_of(message)),
-                retry_in_s=retry_pause_s,
-            )
+        monitor.errors += 1
+        monitor.warn(
+            "batch failed; it will be retried",
+            group=monitor.group,
+            error=describe(error),
+            records=records,
+            retry_in_s=retry_pause_s,
+        )
         await asyncio.sleep(retry_pause_s)
         await message.nack()
         return
-    await message.ack()
-    if monitor is not None:
-        monitor.batches += 1
-        monitor.records += len(records_of(message))
+    monitor.batches += 1
+    monitor.records += records

@@ -25,7 +25,7 @@ def log_started(service: str, settings: CommonSettings) -> None:
     get_logger().info(
         "service started",
         service=service,
-        version=package_version(),
+        release=package_version(),
         kafka_bootstrap=settings.kafka_bootstrap,
         mongo_host=settings.mongo_host(),
         mode=settings.mode,
@@ -41,7 +41,9 @@ def serve(
     service: str, factory: Callable[[], Starlette], settings: CommonSettings, port: int
 ) -> None:
     """Runs the app until SIGTERM or SIGINT; uvicorn then runs the lifespan's shutdown."""
-    configure_logging(service, settings.log_level, settings.log_format)
+    configure_logging(
+        service, settings.log_level, settings.log_format, throttle_s=settings.stats_interval_s
+    )
     uvicorn.run(
         factory(),
         host=settings.http_host,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Mode = Literal["production", "demo", "test"]
@@ -22,6 +22,19 @@ class CommonSettings(BaseSettings):
         description="demo and test allow generated secrets; production requires them.",
     )
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", title="Kafka bootstrap servers")
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        title="How the services connect to Kafka",
+        description="SASL_* authenticate with the SASL settings below; SASL_SSL also encrypts "
+        "and verifies the broker against the system's certificate authorities.",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", title="SASL mechanism"
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, title="SASL user name: the service's own Kafka principal"
+    )
+    kafka_sasl_password: SecretStr | None = Field(default=None, title="SASL password")
     mongo_url: str = Field(default="mongodb://127.0.0.1:27017", title="MongoDB connection URL")
     mongo_database: str = Field(default="casereview", title="MongoDB database name")
     local_dir: Path = Field(
@@ -60,6 +73,17 @@ class CommonSettings(BaseSettings):
     stats_interval_s: float = Field(
         default=30.0, gt=0, title="Seconds between consumer lag and throughput lines"
     )
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Self:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"kafka_security_protocol {self.kafka_security_protocol} needs "
+                "CASEREVIEW_KAFKA_SASL_USERNAME and CASEREVIEW_KAFKA_SASL_PASSWORD"
+            )
+        return self
 
     def mongo_host(self) -> str:
         """The store's address without credentials, fit for a log line."""

@@ -1,4 +1,5 @@
-"""The `casereview` command: submit findings, read themes and actions, brief, and run the demo."""
+"""The `casereview` command: submit findings, read themes and actions, brief, run the demo, and
+read the services' logs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from services.cli import demo as demo_run
+from services.cli import ops as ops_logs
 from services.cli.briefing import BriefingData, render_html, render_markdown
 from services.cli.client import ActionView, CliError, Services, producer, read_rejected, send
 from services.cli.dataset import DatasetError, by_agency, interleaved, load_dataset
@@ -35,8 +37,10 @@ from services.cli.views import (
     action_panel,
     actions_table,
     audits_table,
+    ops_view,
     rejected_table,
     themes_table,
+    trace_table,
 )
 from shared.routing import default_routing
 from shared.taxonomy import default_taxonomy
@@ -344,6 +348,85 @@ def dataset() -> None:
     with _answers():
         for submission in interleaved(by_agency(load_dataset())):
             sys.stdout.write(submission.to_json().decode() + "\n")
+
+
+ops_app = typer.Typer(
+    help="What the services' JSON logs say: a summary per service, or one submission's journey.",
+    no_args_is_help=False,
+)
+app.add_typer(ops_app, name="ops")
+
+LogsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--log",
+        help="A service's JSON log, or - for stdin (repeatable); by default "
+        "<local_dir>/logs/{intake,themes,recommendations}.log.",
+    ),
+]
+
+
+def _read_logs(given: list[str] | None) -> ops_logs.Parsed:
+    settings = CliSettings()
+    if given:
+        paths = given
+    else:
+        folder = Path(settings.local_dir) / "logs"
+        paths = [str(p) for s in ops_logs.SERVICES if (p := folder / f"{s}.log").exists()]
+        if not paths:
+            raise CliError(f"no service logs under {folder}; pass --log FILE (or --log -)")
+    texts: list[str] = []
+    for path in paths:
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise CliError(f"cannot read {path}: {error}") from None
+        texts.extend(text.splitlines())
+    parsed = ops_logs.parse(texts)
+    if parsed.unreadable:
+        err.print(f"{parsed.unreadable} lines were not JSON log lines; skipped.")
+    return parsed
+
+
+@ops_app.callback(invoke_without_command=True)
+def ops(
+    ctx: typer.Context,
+    logs: LogsOption = None,
+    minutes: Annotated[
+        float, typer.Option(min=0, help="Count warnings and errors this far back.")
+    ] = 15,
+    as_json: JsonFlag = False,
+) -> None:
+    """Per service: up since, events in and out, rejections, current lag, recent trouble."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _answers():
+        parsed = _read_logs(logs)
+    summaries = ops_logs.summarise(
+        parsed.lines, now=datetime.now(UTC), window=timedelta(minutes=minutes)
+    )
+    if as_json:
+        _json(list(summaries))
+    else:
+        out.print(ops_view(summaries, minutes))
+
+
+@ops_app.command("trace")
+def ops_trace(
+    event_id: Annotated[str, typer.Argument(help="The submission's event id.")],
+    logs: LogsOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """One submission's journey through the three services, in the order the work flowed."""
+    with _answers():
+        trail = ops_logs.trace(_read_logs(logs).lines, event_id)
+        if not trail:
+            raise CliError(f"no log line mentions {event_id}")
+    if as_json:
+        out.print_json(json.dumps([dict(line.fields) for line in trail]))
+    else:
+        out.print(trace_table(trail, event_id))
+        out.print("journey: " + " → ".join(ops_logs.journey(trail)), highlight=False)
 
 
 @app.command("init-secrets")

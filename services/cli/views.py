@@ -1,16 +1,18 @@
-"""Rich tables for what the CLI reads: audits, themes, actions, rejected submissions."""
+"""Rich tables for what the CLI reads: audits, themes, actions, rejected submissions, logs."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
-from rich.console import Group
+from rich.console import Group, JustifyMethod
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from services.cli.briefing import REGISTER, ordered
 from services.cli.client import ActionView, AuditView
+from services.cli.ops import Line, Notice, ServiceSummary, detail
 from shared.contracts import ActionV1, Category, FindingRejectedV1, ThemeSnapshotV1
 
 STYLES = {
@@ -153,4 +155,71 @@ def rejected_table(
             "detail": message.detail,
         }
         table.add_row(*(cells[c] for c in columns))
+    return table
+
+
+def _when(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%SZ") -> str:
+    return moment.strftime(fmt) if moment is not None else "-"
+
+
+def _notice(service: str, notice: Notice) -> Text:
+    what = notice.event + (f": {notice.error}" if notice.error else "")
+    by = f" ({notice.logger})" if notice.logger else ""
+    style = "yellow" if notice.level == "warning" else "red"
+    return Text.assemble(
+        (f"{service} latest {notice.level} ", style), f"{_when(notice.ts)} {what}{by}"
+    )
+
+
+def ops_view(summaries: Sequence[ServiceSummary], minutes: float) -> Group:
+    """One row per service, then each service's latest warning and error; trouble counts
+    cover the last `minutes`."""
+    table = Table(
+        title=f"Services, from their logs (warnings and errors: last {minutes:g} min)",
+        title_justify="left",
+    )
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("service", "left"),
+        ("up since", "left"),
+        ("in", "right"),
+        ("out", "right"),
+        ("lag", "right"),
+        ("warnings", "right"),
+        ("errors", "right"),
+        ("rejected", "left"),
+    ]
+    for column, justify in columns:
+        table.add_column(column, justify=justify, no_wrap=True)
+    notices: list[Text] = []
+    short = "%m-%d %H:%M"
+    for summary in summaries:
+        up = _when(summary.up_since, short) + (
+            f"\nstopped {_when(summary.stopped_at, short)}" if summary.stopped_at else ""
+        )
+        lag = summary.lag
+        table.add_row(
+            summary.service,
+            up,
+            str(summary.events_in),
+            str(summary.events_out),
+            "-" if lag is None else "unknown" if lag.total is None else str(lag.total),
+            str(summary.warnings),
+            str(summary.errors),
+            "\n".join(f"{n} {reason}" for reason, n in summary.rejections.items()) or "-",
+        )
+        notices.extend(
+            _notice(summary.service, n)
+            for n in (summary.latest_warning, summary.latest_error)
+            if n is not None
+        )
+    return Group(table, *notices)
+
+
+def trace_table(trail: Sequence[Line], event_id: str) -> Table:
+    """A submission's journey, one row per line, in the order it happened."""
+    table = Table(title=f"Journey of {event_id}", title_justify="left")
+    for column in ("at", "service", "event", "about"):
+        table.add_column(column, overflow="fold")
+    for line in trail:
+        table.add_row(line.ts.strftime("%H:%M:%S.%f")[:-3], line.service, line.event, detail(line))
     return table

@@ -15,7 +15,7 @@ from services.intake.settings import IntakeSettings
 from services.intake.store import IntakeStore
 from shared.consuming import ConsumerMonitor
 from shared.http import health_routes
-from shared.kafka import ensure_topics, make_broker, wait_for_kafka
+from shared.kafka import ensure_topics, kafka_security, make_broker, wait_for_kafka
 from shared.mongo import database, make_client, ping
 from shared.runtime import log_started, log_stopped
 from shared.secrets import load_token_hashes, secret_key
@@ -29,7 +29,8 @@ def create_app(settings: IntakeSettings | None = None) -> Starlette:
     settings = settings or IntakeSettings()
     taxonomy = load_taxonomy(settings.taxonomy_file)
     key = secret_key(settings.pseudonym_key, settings, "pseudonym_key")
-    broker = make_broker(settings.kafka_bootstrap, SERVICE)
+    security = kafka_security(settings)
+    broker = make_broker(settings.kafka_bootstrap, SERVICE, security)
     client = make_client(settings.mongo_url)
     store = IntakeStore(database(client, settings.mongo_database))
 
@@ -45,7 +46,11 @@ def create_app(settings: IntakeSettings | None = None) -> Starlette:
         rejected_topic=settings.topic_rejected,
         max_bytes=settings.max_message_bytes,
     )
-    monitor = ConsumerMonitor(settings.intake_group, settings.stats_interval_s)
+    monitor = ConsumerMonitor(
+        settings.intake_group,
+        settings.stats_interval_s,
+        {"kafka": lambda: broker.ping(timeout=2.0), "mongodb": lambda: ping(client)},
+    )
     subscribe(broker, intake, settings, monitor)
     submit = SubmitEndpoint(
         intake=intake,
@@ -54,16 +59,9 @@ def create_app(settings: IntakeSettings | None = None) -> Starlette:
         token_hashes=load_token_hashes(settings.agency_tokens_file),
     )
 
-    async def readiness() -> dict[str, bool]:
-        return {
-            "kafka": await broker.ping(timeout=2.0),
-            "mongodb": await ping(client),
-            "consumer_assigned": monitor.assigned() > 0,
-        }
-
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await wait_for_kafka(settings.kafka_bootstrap)
+        await wait_for_kafka(settings.kafka_bootstrap, security=security)
         await ensure_topics(
             settings.kafka_bootstrap,
             {
@@ -71,6 +69,7 @@ def create_app(settings: IntakeSettings | None = None) -> Starlette:
                 settings.topic_accepted: settings.topic_partitions,
                 settings.topic_rejected: settings.topic_partitions,
             },
+            security=security,
         )
         await store.ensure_indexes()
         await broker.start()
@@ -86,7 +85,7 @@ def create_app(settings: IntakeSettings | None = None) -> Starlette:
 
     return Starlette(
         routes=[
-            *health_routes(SERVICE, readiness),
+            *health_routes(SERVICE, monitor.readiness),
             Route("/v1/findings", submit.handle, methods=["POST"]),
         ],
         lifespan=lifespan,

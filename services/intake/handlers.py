@@ -45,7 +45,7 @@ def subscribe(
         async def work() -> None:
             await intake.process(batch)
 
-        await settle(message, work, throttle=monitor.throttle, monitor=monitor)
+        await settle(message, work, monitor=monitor)
 
 
 class SubmitEndpoint:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from services.intake.domain import Admitted, Outcome, Refused, assess, decide, payload_sha256
 from services.intake.store import IntakeStore
+from shared.consuming import batch_position
 from shared.contracts import FindingRejectedV1, RejectionReason, SourcePosition
 from shared.log import get_logger
 from shared.taxonomy import Taxonomy
@@ -79,6 +81,7 @@ class Intake:
 
     async def process(self, batch: Sequence[Incoming]) -> Tally:
         """Answers every record; returns once every effect is durable and acknowledged."""
+        started = time.monotonic()
         now = self._clock()
         verdicts = [(record, self.assess(record.value)) for record in batch]
         refusals: list[tuple[Incoming, Refused]] = []
@@ -125,7 +128,18 @@ class Intake:
         )
         await self._store.mark_forwarded([v.revision_key for _, v in forwards])
         await self._store.mark_answered([(r.position, v) for r, v in to_answer], now)
-        return Tally(accepted=len(forwards), duplicates=duplicates, rejected=len(refusals))
+        tally = Tally(accepted=len(forwards), duplicates=duplicates, rejected=len(refusals))
+        if batch:
+            log.info(
+                "batch processed",
+                records=len(batch),
+                accepted=tally.accepted,
+                duplicates=tally.duplicates,
+                rejected=tally.rejected,
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+                **batch_position(batch),
+            )
+        return tally
 
     async def _forward(self, record: Incoming, verdict: Admitted) -> None:
         review = verdict.review
@@ -172,7 +186,7 @@ class Intake:
             agency_id=refusal.agency_id,
             audit_id=refusal.audit_id,
             reason=refusal.reason.value,
-            detail=refusal.detail,
+            detail=message.detail,
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,

@@ -23,7 +23,8 @@ class IntakeSettings(CommonSettings):
         title="YAML file mapping agency id to the SHA-256 of its bearer token",
     )
     max_message_bytes: int = Field(default=64 * 1024, gt=0, title="Largest accepted message")
-    intake_batch_max: int = Field(default=500, gt=0, title="Most records handled per batch")
+    # Claims, forwards and refusals are written a batch at a time (see docs/performance.md).
+    intake_batch_max: int = Field(default=2000, gt=0, title="Most records handled per batch")
     taxonomy_file: Path | None = Field(
         default=None, title="Taxonomy file; the one shipped with the project when unset"
     )

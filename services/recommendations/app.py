@@ -14,8 +14,9 @@ from services.recommendations.handlers import ActionsApi, run_upkeep, subscribe
 from services.recommendations.process import Clock, Recommendations, utc_now
 from services.recommendations.settings import RecommendationsSettings
 from services.recommendations.store import RecommendationsStore
+from shared.consuming import ConsumerMonitor
 from shared.http import health_routes
-from shared.kafka import ensure_topics, make_broker, wait_for_kafka
+from shared.kafka import ensure_topics, kafka_security, make_broker, wait_for_kafka
 from shared.mongo import database, make_client, ping
 from shared.routing import Routing, load_routing
 from shared.runtime import log_started, log_stopped
@@ -49,7 +50,8 @@ def create_app(
     taxonomy = load_taxonomy(settings.taxonomy_file)
     routing = load_routing(settings.routing_file, taxonomy)
     tokens = _lead_tokens(settings, routing)
-    broker = make_broker(settings.kafka_bootstrap, SERVICE)
+    security = kafka_security(settings)
+    broker = make_broker(settings.kafka_bootstrap, SERVICE, security)
     client = make_client(settings.mongo_url)
     store = RecommendationsStore(database(client, settings.mongo_database))
 
@@ -65,29 +67,34 @@ def create_app(
         clock=clock,
         lease_s=settings.publish_lease_s,
     )
-    subscribe(broker, use_case, settings)
+    monitor = ConsumerMonitor(
+        settings.recommendations_group,
+        settings.stats_interval_s,
+        {"kafka": lambda: broker.ping(timeout=2.0), "mongodb": lambda: ping(client)},
+    )
+    subscribe(broker, use_case, settings, monitor)
     api = ActionsApi(use_case, tokens)
-
-    async def readiness() -> dict[str, bool]:
-        return {"kafka": await broker.ping(timeout=2.0), "mongodb": await ping(client)}
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await wait_for_kafka(settings.kafka_bootstrap)
+        await wait_for_kafka(settings.kafka_bootstrap, security=security)
         await ensure_topics(
             settings.kafka_bootstrap,
             {
                 settings.topic_themes: settings.topic_partitions,
                 settings.topic_actions: settings.topic_partitions,
             },
+            security=security,
         )
         await store.ensure_indexes()
         await broker.start()
-        upkeep = asyncio.create_task(run_upkeep(use_case, settings.escalation_interval_s))
+        upkeep = asyncio.create_task(run_upkeep(use_case, settings.escalation_interval_s, monitor))
+        stats = asyncio.create_task(monitor.report_forever())
         log_started(SERVICE, settings)
         try:
             yield
         finally:
+            stats.cancel()
             upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await upkeep
@@ -97,7 +104,7 @@ def create_app(
 
     return Starlette(
         routes=[
-            *health_routes(SERVICE, readiness),
+            *health_routes(SERVICE, monitor.readiness),
             Route("/v1/actions", api.list_actions, methods=["GET"]),
             Route("/v1/actions/{action_id}", api.get_action, methods=["GET"]),
             Route("/v1/actions/{action_id}/status", api.change_status, methods=["POST"]),

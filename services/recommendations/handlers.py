@@ -20,28 +20,36 @@ from services.recommendations.domain import TRANSITIONS, Refused
 from services.recommendations.process import Forbidden, Incoming, NotFound, Recommendations
 from services.recommendations.settings import RecommendationsSettings
 from services.recommendations.store import HistoryEntry, StoredAction
-from shared.consuming import Throttle, records_of, settle
+from shared.consuming import ConsumerMonitor, records_of, settle
 from shared.contracts import ActionStatus
 from shared.http import error
-from shared.log import get_logger
+from shared.log import CAUSED_BY_HEADER, causes_of, describe, get_logger
 
 log = get_logger()
 
 
-def _correlation_id(record: Any) -> str | None:
-    for name, value in record.headers or ():
-        if name == "correlation_id":
-            return bytes(value).decode("utf-8", "replace")
-    return None
+def _incoming(record: Any) -> Incoming:
+    headers = dict(record.headers or ())
+    correlation_id = headers.get("correlation_id")
+    return Incoming(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value or b"",
+        bytes(correlation_id).decode("utf-8", "replace") if correlation_id else None,
+        causes_of(headers.get(CAUSED_BY_HEADER)),
+    )
 
 
 def subscribe(
-    broker: KafkaBroker, use_case: Recommendations, settings: RecommendationsSettings
+    broker: KafkaBroker,
+    use_case: Recommendations,
+    settings: RecommendationsSettings,
+    monitor: ConsumerMonitor,
 ) -> None:
     """Consumes the themes topic in batches; offsets move only after `process` returned."""
-    throttle = Throttle(settings.stats_interval_s)
-
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         settings.topic_themes,
         group_id=settings.recommendations_group,
         batch=True,
@@ -49,33 +57,35 @@ def subscribe(
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
     )
+    monitor.watch(subscriber)
+
+    @subscriber
     async def on_snapshots(message: KafkaMessage) -> None:
-        batch = [
-            Incoming(r.topic, r.partition, r.offset, r.key, r.value or b"", _correlation_id(r))
-            for r in records_of(message)
-        ]
+        batch = [_incoming(r) for r in records_of(message)]
 
         async def work() -> None:
             await use_case.process(batch)
 
-        await settle(message, work, throttle=throttle)
+        await settle(message, work, monitor=monitor)
 
 
-async def run_upkeep(use_case: Recommendations, interval_s: float) -> None:
-    """Escalates overdue actions and publishes leftovers every interval until cancelled."""
-    throttle = Throttle(interval_s * 10)
+async def run_upkeep(
+    use_case: Recommendations, interval_s: float, monitor: ConsumerMonitor
+) -> None:
+    """Escalates overdue actions and publishes leftovers every interval until cancelled.
+
+    A failure is warned about through the monitor, so an outage stays one warning per
+    stats interval whichever of the service's tasks meets it.
+    """
     while True:
         try:
             escalated, published = await use_case.upkeep()
             if escalated or published:
                 log.info("upkeep done", escalated=escalated, published=published)
         except Exception as failure:
-            if throttle.allow(type(failure).__name__):
-                log.warning(
-                    "upkeep failed; it will run again",
-                    error=f"{type(failure).__name__}: {failure}"[:300],
-                    retry_in_s=interval_s,
-                )
+            monitor.warn(
+                "upkeep failed; it will run again", error=describe(failure), retry_in_s=interval_s
+            )
         await asyncio.sleep(interval_s)
 
 

@@ -8,7 +8,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,8 +27,9 @@ from services.recommendations.domain import (
     touched_themes,
 )
 from services.recommendations.store import HistoryEntry, RecommendationsStore, StoredAction
+from shared.consuming import batch_position
 from shared.contracts import ActionStatus, ActionV1, ThemeSnapshotV1
-from shared.log import get_logger
+from shared.log import bounded_causes, get_logger
 from shared.routing import Routing
 from shared.taxonomy import Taxonomy
 
@@ -68,6 +69,7 @@ class Incoming:
     key: bytes | None
     value: bytes
     correlation_id: str | None
+    caused_by: tuple[str, ...] = ()
 
     def correlation(self) -> str | None:
         """The snapshot message's correlation id, else its key."""
@@ -136,6 +138,8 @@ class Recommendations:
         started = time.perf_counter()
         now = self._clock()
         latest: dict[tuple[str, str], ThemeState] = {}
+        # The events behind each theme's snapshots in this batch, for the action lines.
+        causes: dict[str, dict[str, list[str]]] = {}
         unreadable = 0
         for record in batch:
             try:
@@ -152,10 +156,14 @@ class Recommendations:
                 )
                 continue
             state = ThemeState.of(snapshot, record.correlation())
+            theme_causes = causes.setdefault(state.audit_id, {})
+            theme_causes[state.theme] = bounded_causes(
+                theme_causes.get(state.theme, ()), record.caused_by, [state.correlation_id]
+            )
             held = latest.get((state.audit_id, state.theme))
             if held is None or held.version < state.version:
                 latest[(state.audit_id, state.theme)] = state
-        kept = await asyncio.gather(*(self._store.apply(s, now) for s in latest.values()))
+        kept = await self._store.apply_many(list(latest.values()), now)
         for state, applied in zip(latest.values(), kept, strict=True):
             if not applied:
                 log.debug(
@@ -171,7 +179,10 @@ class Recommendations:
         for state in latest.values():
             fallback.setdefault(state.audit_id, state.correlation_id)
         outcomes = await asyncio.gather(
-            *(self._reconcile(audit, now, fallback[audit]) for audit in sorted(fallback))
+            *(
+                self._reconcile(audit, now, fallback[audit], causes.get(audit, {}))
+                for audit in sorted(fallback)
+            )
         )
         recorded = [entry for entries, _, _ in outcomes for entry in entries]
         due = {action: v for _, pending, _ in outcomes for action, v in pending.items()}
@@ -188,7 +199,7 @@ class Recommendations:
         )
         log.info(
             "batch processed",
-            snapshots=tally.snapshots,
+            records=tally.snapshots,
             applied=tally.applied,
             stale=tally.stale,
             unreadable=tally.unreadable,
@@ -196,20 +207,23 @@ class Recommendations:
             events=tally.events,
             conflicts=tally.conflicts,
             published=tally.published,
-            topic=batch[0].topic if batch else None,
-            # A batch may span partitions.
-            partitions=sorted({r.partition for r in batch}),
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            **(batch_position(batch) if batch else {}),
         )
         return tally
 
     async def _reconcile(
-        self, audit_id: str, now: datetime, fallback: str | None
+        self,
+        audit_id: str,
+        now: datetime,
+        fallback: str | None,
+        causes: Mapping[str, Sequence[str]],
     ) -> tuple[list[HistoryEntry], dict[str, int], int]:
         """Brings every action of an audit in line with its current patterns.
 
         The actions are read before the snapshots: a writer whose snapshot this read misses
         reads the actions after this one's write, so its own write sees it or conflicts.
+        `causes` names, per theme, the events behind the batch's snapshots of it.
         Returns the versions written, the versions to publish, and the conflicts met.
         """
         recorded: list[HistoryEntry] = []
@@ -232,17 +246,19 @@ class Recommendations:
                     if stored is not None and stored.published_version < stored.version:
                         due[stored.action.action_id] = stored.version
                     continue
-                causes = [by_theme[t] for t in touched_themes(current, after) if t in by_theme]
+                touched = [by_theme[t] for t in touched_themes(current, after) if t in by_theme]
                 entry = HistoryEntry(
                     message=after,
-                    cause={"snapshots": [{"theme": s.theme, "version": s.version} for s in causes]},
-                    correlation_id=causes[0].correlation_id if causes else fallback,
+                    cause={
+                        "snapshots": [{"theme": s.theme, "version": s.version} for s in touched]
+                    },
+                    correlation_id=touched[0].correlation_id if touched else fallback,
                 )
                 read = current.version if current is not None else None
                 if await self._store.record(after, entry, read_version=read):
                     recorded.append(entry)
                     due[after.action_id] = after.version
-                    _log_event(entry)
+                    _log_event(entry, *(causes.get(s.theme, [s.correlation_id]) for s in touched))
                 else:
                     conflicts.add(group)
             if not conflicts:
@@ -285,8 +301,10 @@ class Recommendations:
             token = uuid.uuid4().hex
             held = await self._store.take_lease(action_id, token, utc_now(), self._lease_s)
             if held is not None:
+                released = False
                 try:
-                    for entry in held.unpublished():
+                    entries = held.unpublished()
+                    for entry in entries:
                         message = entry.message
                         await self._publish(
                             self._actions_topic,
@@ -294,10 +312,17 @@ class Recommendations:
                             message.to_json(),
                             entry.correlation_id,
                         )
-                        await self._store.mark_published(action_id, message.version)
+                        # The last version usually leaves nothing behind it: recorded and
+                        # the lease given back in one write.
+                        released = entry is entries[-1] and await self._store.finish_publication(
+                            action_id, token, message.version
+                        )
+                        if not released:
+                            await self._store.mark_published(action_id, message.version)
                         published += 1
                 finally:
-                    await self._store.release_lease(action_id, token)
+                    if not released:
+                        await self._store.release_lease(action_id, token)
                 if held.version >= version:
                     return published
             elif await self._store.published_version(action_id) >= version:
@@ -420,7 +445,9 @@ class Recommendations:
         return escalated
 
 
-def _log_event(entry: HistoryEntry) -> None:
+def _log_event(entry: HistoryEntry, *causes: Sequence[str | None]) -> None:
+    """One line per action version; for a routing, `causes` are the submissions behind the
+    snapshots that changed it, so a search for one finds the actions it led to."""
     action = entry.message
     log.info(
         f"action {action.event.value.replace('_', ' ')}",
@@ -432,4 +459,5 @@ def _log_event(entry: HistoryEntry) -> None:
         status=action.status.value,
         themes=action.themes,
         correlation_id=entry.correlation_id,
+        caused_by=bounded_causes([entry.correlation_id], *causes),
     )

@@ -25,8 +25,9 @@ class RecommendationsSettings(CommonSettings):
     escalation_interval_s: float = Field(
         default=60.0, gt=0, title="Seconds between checks for overdue actions"
     )
+    # Versions of one theme in a batch are applied as one, and each audit reconciled once.
     recommendations_batch_max: int = Field(
-        default=500, gt=0, title="Most snapshots handled per batch"
+        default=2000, gt=0, title="Most snapshots handled per batch"
     )
     publish_lease_s: float = Field(
         default=15.0,

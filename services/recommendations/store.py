@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.recommendations.domain import OPEN, ThemeState
 from shared.contracts import ActionV1, Category, Descriptor
@@ -82,6 +84,27 @@ def _stored(doc: Document) -> StoredAction:
     )
 
 
+def _key(state: ThemeState) -> str:
+    return f"{state.audit_id}/{state.theme}"
+
+
+def _state_fields(state: ThemeState, now: datetime) -> Document:
+    return {
+        "audit_id": state.audit_id,
+        "theme": state.theme,
+        "category": state.category.value,
+        "is_pattern": state.is_pattern,
+        "cases_with_theme": state.cases_with_theme,
+        "cases_total": state.cases_total,
+        "agency_count": state.agency_count,
+        "descriptor": state.descriptor.value,
+        "small_sample": state.small_sample,
+        "version": state.version,
+        "correlation_id": state.correlation_id,
+        "applied_at": now,
+    }
+
+
 def _state(doc: Document) -> ThemeState:
     return ThemeState(
         audit_id=doc["audit_id"],
@@ -121,25 +144,49 @@ class RecommendationsStore:
         await self._actions.create_index([("status", ASCENDING), ("due_by", ASCENDING)])
         await self._actions.create_index([("unpublished", ASCENDING)])
 
+    async def apply_many(self, states: Sequence[ThemeState], now: datetime) -> list[bool]:
+        """`apply` for a batch's snapshots (one per key): which versions are held is read once,
+        the themes seen for the first time are inserted together, and only the rest need a
+        conditional write each (on FerretDB an insert costs the same at any size, where a
+        filtered update reads the whole collection). A stale snapshot is not written at all:
+        versions only rise, so what was read stale stays stale."""
+        if not states:
+            return []
+        cursor = self._themes.find({"_id": {"$in": [_key(s) for s in states]}}, {"version": 1})
+        held = {doc["_id"]: int(doc["version"]) async for doc in cursor}
+        fresh = [s for s in states if _key(s) not in held]
+        inserted = False
+        if fresh:
+            try:
+                await self._themes.insert_many(
+                    [{"_id": _key(s), **_state_fields(s, now)} for s in fresh], ordered=False
+                )
+                inserted = True
+            except BulkWriteError:
+                # Another replica inserted one of them meanwhile; FerretDB does not say
+                # reliably which, so each one goes the conditional way below.
+                pass
+
+        def settled(state: ThemeState) -> bool | None:
+            key = _key(state)
+            if key in held:
+                return False if held[key] >= state.version else None
+            return True if inserted else None
+
+        out = [settled(s) for s in states]
+        rest = [i for i, done in enumerate(out) if done is None]
+        for i, applied in zip(
+            rest, await asyncio.gather(*(self.apply(states[i], now) for i in rest)), strict=True
+        ):
+            out[i] = applied
+        return [bool(done) for done in out]
+
     async def apply(self, state: ThemeState, now: datetime) -> bool:
         """Keeps the snapshot if it is newer than the one held; False when it is stale."""
-        fields = {
-            "audit_id": state.audit_id,
-            "theme": state.theme,
-            "category": state.category.value,
-            "is_pattern": state.is_pattern,
-            "cases_with_theme": state.cases_with_theme,
-            "cases_total": state.cases_total,
-            "agency_count": state.agency_count,
-            "descriptor": state.descriptor.value,
-            "small_sample": state.small_sample,
-            "version": state.version,
-            "correlation_id": state.correlation_id,
-            "applied_at": now,
-        }
+        fields = _state_fields(state, now)
         try:
             await self._themes.update_one(
-                {"_id": f"{state.audit_id}/{state.theme}", "version": {"$lt": state.version}},
+                {"_id": _key(state), "version": {"$lt": state.version}},
                 {"$set": fields},
                 upsert=True,
             )
@@ -245,6 +292,18 @@ class RecommendationsStore:
         await self._actions.update_one(
             {"_id": action_id, "version": version}, {"$set": {"unpublished": False}}
         )
+
+    async def finish_publication(self, action_id: str, token: str, version: int) -> bool:
+        """`mark_published` and `release_lease` in one write, when `version` is still the
+        action's latest and the lease still this caller's; False (nothing written) if not."""
+        result = await self._actions.update_one(
+            {"_id": action_id, "version": version, "lease_by": token},
+            {
+                "$max": {"published_version": version},
+                "$set": {"unpublished": False, "lease_by": None, "lease_until": _EPOCH},
+            },
+        )
+        return result.matched_count == 1
 
     async def published_version(self, action_id: str) -> int:
         """The highest version the broker acknowledged; 0 when none or no such action."""

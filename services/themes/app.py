@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,10 +14,12 @@ from services.themes.handlers import ReadApi, subscribe
 from services.themes.process import Themes
 from services.themes.settings import ThemesSettings
 from services.themes.store import ThemesStore
+from shared.consuming import ConsumerMonitor
 from shared.http import health_routes
-from shared.kafka import ensure_topics, make_broker, wait_for_kafka
+from shared.kafka import ensure_topics, kafka_security, make_broker, wait_for_kafka
+from shared.log import trace_headers
 from shared.mongo import database, make_client, ping
-from shared.runtime import log_started
+from shared.runtime import log_started, log_stopped
 from shared.taxonomy import load_taxonomy
 
 SERVICE = "themes"
@@ -26,12 +29,16 @@ def create_app(settings: ThemesSettings | None = None) -> Starlette:
     """The themes service: a batch consumer of accepted reviews and a read-only HTTP API."""
     settings = settings or ThemesSettings()
     taxonomy = load_taxonomy(settings.taxonomy_file)
-    broker = make_broker(settings.kafka_bootstrap, SERVICE)
+    security = kafka_security(settings)
+    broker = make_broker(settings.kafka_bootstrap, SERVICE, security)
     client = make_client(settings.mongo_url)
     store = ThemesStore(database(client, settings.mongo_database))
 
     async def publish(topic: str, key: bytes, value: bytes, correlation_id: str | None) -> None:
-        await broker.publish(value, topic=topic, key=key, correlation_id=correlation_id)
+        # The snapshot's causes ride along as a header, so recommendations can log them too.
+        await broker.publish(
+            value, topic=topic, key=key, correlation_id=correlation_id, headers=trace_headers()
+        )
 
     themes = Themes(
         store=store,
@@ -43,34 +50,40 @@ def create_app(settings: ThemesSettings | None = None) -> Starlette:
         themes_topic=settings.topic_themes,
         lease_s=settings.themes_publish_lease_s,
     )
-    subscribe(broker, themes, settings)
+    monitor = ConsumerMonitor(
+        settings.themes_group,
+        settings.stats_interval_s,
+        {"kafka": lambda: broker.ping(timeout=2.0), "mongodb": lambda: ping(client)},
+    )
+    subscribe(broker, themes, settings, monitor)
     read = ReadApi(store)
-
-    async def readiness() -> dict[str, bool]:
-        return {"kafka": await broker.ping(timeout=2.0), "mongodb": await ping(client)}
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await wait_for_kafka(settings.kafka_bootstrap)
+        await wait_for_kafka(settings.kafka_bootstrap, security=security)
         await ensure_topics(
             settings.kafka_bootstrap,
             {
                 settings.topic_accepted: settings.topic_partitions,
                 settings.topic_themes: settings.topic_partitions,
             },
+            security=security,
         )
         await store.ensure_indexes()
         await broker.start()
+        stats = asyncio.create_task(monitor.report_forever())
         log_started(SERVICE, settings)
         try:
             yield
         finally:
+            stats.cancel()
             await broker.stop()
             await client.close()
+            log_stopped(SERVICE)
 
     return Starlette(
         routes=[
-            *health_routes(SERVICE, readiness),
+            *health_routes(SERVICE, monitor.readiness),
             Route("/v1/audits", read.audits, methods=["GET"]),
             Route("/v1/audits/{audit_id}/themes", read.themes, methods=["GET"]),
         ],

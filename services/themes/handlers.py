@@ -14,15 +14,15 @@ from starlette.responses import JSONResponse
 from services.themes.process import Incoming, Themes
 from services.themes.settings import ThemesSettings
 from services.themes.store import AuditRecord, ThemesStore
-from shared.consuming import Throttle, records_of, settle
+from shared.consuming import ConsumerMonitor, records_of, settle
 from shared.http import error
 
 
-def subscribe(broker: KafkaBroker, themes: Themes, settings: ThemesSettings) -> None:
+def subscribe(
+    broker: KafkaBroker, themes: Themes, settings: ThemesSettings, monitor: ConsumerMonitor
+) -> None:
     """Consumes accepted reviews in batches; offsets move only after `Themes.process`."""
-    throttle = Throttle(settings.stats_interval_s)
-
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         settings.topic_accepted,
         group_id=settings.themes_group,
         batch=True,
@@ -30,6 +30,9 @@ def subscribe(broker: KafkaBroker, themes: Themes, settings: ThemesSettings) -> 
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
     )
+    monitor.watch(subscriber)
+
+    @subscriber
     async def on_reviews_accepted(message: KafkaMessage) -> None:
         batch = [
             Incoming(r.topic, r.partition, r.offset, r.value or b"") for r in records_of(message)
@@ -38,7 +41,7 @@ def subscribe(broker: KafkaBroker, themes: Themes, settings: ThemesSettings) -> 
         async def work() -> None:
             await themes.process(batch)
 
-        await settle(message, work, throttle=throttle)
+        await settle(message, work, monitor=monitor)
 
 
 def _iso(moment: datetime | None) -> str | None:

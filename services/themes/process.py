@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -30,8 +30,9 @@ from services.themes.domain import (
     with_recurring,
 )
 from services.themes.store import StoredSnapshot, ThemesStore
+from shared.consuming import batch_position
 from shared.contracts import ReviewAcceptedV1
-from shared.log import get_logger
+from shared.log import bind_causes, get_logger
 from shared.taxonomy import Taxonomy
 
 log = get_logger()
@@ -115,10 +116,9 @@ class Themes:
         await self._store.note_codes(
             {a: {f.code for r in rs for f in r.findings} for a, rs in by_audit.items()}
         )
-        published = await _concurrently(
-            self._settle_audit(a, _causes(rs, stored)) for a, rs in by_audit.items()
-        )
-        tally = Tally(records=len(batch), audits=len(by_audit), published=sum(published))
+        await _concurrently(self._recompute(a, _causes(rs, stored)) for a, rs in by_audit.items())
+        published = await self._flush(list(by_audit))
+        tally = Tally(records=len(batch), audits=len(by_audit), published=published)
         if batch:
             log.info(
                 "batch processed",
@@ -126,7 +126,7 @@ class Themes:
                 audits=tally.audits,
                 snapshots_published=tally.published,
                 duration_ms=round((time.monotonic() - started) * 1000, 1),
-                **_position(batch),
+                **batch_position(batch),
             )
         return tally
 
@@ -152,10 +152,6 @@ class Themes:
             else:
                 log.debug("stale review ignored", **fields)
         return stored
-
-    async def _settle_audit(self, audit_id: str, causes: Sequence[str]) -> int:
-        await self._recompute(audit_id, causes)
-        return await self._flush(audit_id)
 
     async def _recompute(self, audit_id: str, causes: Sequence[str]) -> None:
         """Recomputes every theme of the audit and its summary, committing all or retrying.
@@ -194,27 +190,90 @@ class Themes:
                     r is not None for r in revisions.values()
                 )
                 if await self._store.commit_audit(record, summary, now, changed):
+                    log.info(
+                        "themes recomputed",
+                        audit_id=audit_id,
+                        changed_themes=sorted(t for t, r in revisions.items() if r is not None),
+                        attempts=attempt + 1,
+                        correlation_id=causes[0] if causes else None,
+                        caused_by=list(causes),
+                    )
                     return
             await _back_off(attempt)
         raise ConflictError(f"audit {audit_id}: recompute lost {self._max_attempts} times")
 
-    async def _flush(self, audit_id: str) -> int:
-        """Publishes the audit's unacknowledged versions and carries its pattern flips into
-        other audits; also finishes whatever a crashed run left of either."""
-        held = (await self._store.snapshots(audit_id)).values()
-        publishing = [
-            self._publish_pending(s.key, s.snapshot.version) for s in held if s.pending_publish
-        ]
-        propagating = [self._propagate(s) for s in held if s.pending_propagation]
-        counts = await _concurrently([*publishing, *propagating])
-        return sum(counts)
+    async def _flush(self, audit_ids: Sequence[str]) -> int:
+        """Publishes the audits' unacknowledged versions and carries their pattern flips into
+        other audits; also finishes whatever a crashed run left of either.
 
-    async def _propagate(self, source: StoredSnapshot) -> int:
-        content = source.snapshot.content
-        keys = await self._store.holders(content.theme, except_audit=content.audit_id)
-        counts = await _concurrently(self._refresh_recurring(key, source.caused_by) for key in keys)
-        await self._store.mark_propagated(source.key, source.pattern_changes)
-        return sum(counts)
+        Done once for the whole batch: every store command here reads or writes a set of
+        snapshots at once, and a theme that flipped in several of the batch's audits
+        refreshes each other audit's snapshot of it once, not once per flip.
+        """
+        if not audit_ids:
+            return 0
+        held = await self._store.snapshots_of(audit_ids)
+        published = await self._publish_many(
+            {s.key: s.snapshot.version for s in held if s.pending_publish}
+        )
+        flipped: dict[str, list[StoredSnapshot]] = {}
+        for s in held:
+            if s.pending_propagation:
+                flipped.setdefault(s.snapshot.content.theme, []).append(s)
+        counts = await _concurrently(self._propagate(sources) for sources in flipped.values())
+        return published + sum(counts)
+
+    async def _propagate(self, sources: Sequence[StoredSnapshot]) -> int:
+        """Brings `recurring_in` up to date in every other audit's snapshot of a theme whose
+        pattern flag flipped in `sources`, then records the flips as carried."""
+        theme = sources[0].snapshot.content.theme
+        audits = {s.snapshot.content.audit_id for s in sources}
+        # An audit's own snapshot already counts its own flip; it needs refreshing only for
+        # another audit's.
+        keys = await self._store.holders(
+            theme, except_audit=next(iter(audits)) if len(audits) == 1 else None
+        )
+        causes = list(dict.fromkeys(c for s in sources for c in s.caused_by))[:CAUSES_LOGGED]
+        published = await self._refresh_many(theme, keys, causes)
+        await _concurrently(
+            self._store.mark_propagated(source.key, source.pattern_changes) for source in sources
+        )
+        return published
+
+    async def _refresh_many(self, theme: str, keys: Sequence[str], causes: Sequence[str]) -> int:
+        """`_refresh_recurring` for many snapshots of one theme: read together, the theme's
+        pattern audits read once after them (so, as in `_recompute`, every write is
+        conditional on a `rev` read before its inputs), committed, then published together.
+        A snapshot whose commit lost to another writer is redone on its own."""
+        if not keys:
+            return 0
+        held = await self._store.snapshots_by_key(keys)
+        patterns = (await self._store.pattern_audits([theme])).get(theme, set())
+        now = self._now()
+        planned = []
+        for stored in held.values():
+            updated = with_recurring(stored.snapshot.content, patterns)
+            planned.append((stored, revise(stored.snapshot, updated, now), updated))
+        commits = await _concurrently(
+            self._store.commit_snapshot(stored, revised, updated, causes)
+            for stored, revised, updated in planned
+        )
+        wanted: dict[str, int] = {}
+        touched: set[str] = set()
+        lost: list[str] = []
+        for (stored, revised, _), committed in zip(planned, commits, strict=True):
+            if committed is None:
+                lost.append(stored.key)
+                continue
+            if revised is not None:
+                touched.add(stored.snapshot.content.audit_id)
+            version = revised.version if revised is not None else stored.snapshot.version
+            if version > stored.published_version:
+                wanted[stored.key] = version
+        await self._store.touch_audits(touched, now)
+        published = await self._publish_many(wanted)
+        redone = await _concurrently(self._refresh_recurring(key, causes) for key in lost)
+        return published + sum(redone)
 
     async def _refresh_recurring(self, key: str, causes: Sequence[str]) -> int:
         """Brings one snapshot's `recurring_in` up to date, optimistically like `_recompute`."""
@@ -236,6 +295,39 @@ class Themes:
                 return 0
             await _back_off(attempt)
         raise ConflictError(f"snapshot {key}: recurrence update lost {self._max_attempts} times")
+
+    async def _publish_many(self, wanted: Mapping[str, int]) -> int:
+        """`_publish_pending` for many snapshots with one lease holder: the leases taken and
+        given back a command at a time for all of them, the sends concurrent. A key whose
+        lease another holder has, or whose wanted version is still not acknowledged after,
+        goes through `_publish_pending` on its own."""
+        if not wanted:
+            return 0
+        holder = uuid.uuid4().hex
+        now = self._now()
+        claimed = await self._store.claim_publish_many(wanted, holder, now, now + self._lease)
+        sent: dict[str, int] = {}
+
+        async def send(stored: StoredSnapshot) -> None:
+            await self._send(stored)
+            sent[stored.key] = stored.snapshot.version
+
+        try:
+            await _concurrently(send(s) for s in claimed.values() if s.pending_publish)
+        finally:
+            # Also on failure or cancellation, so nobody waits for the leases to run out.
+            released = await self._store.release_publish_many(claimed, holder, sent)
+        leftovers: dict[str, int] = {}
+        for key, version in wanted.items():
+            if key not in claimed:
+                leftovers[key] = version
+                continue
+            after = released.get(key)
+            target = max(version, claimed[key].snapshot.version)
+            if after is not None and (after.pending_publish or after.published_version < target):
+                leftovers[key] = max(target, after.snapshot.version)
+        redone = await _concurrently(self._publish_pending(k, v) for k, v in leftovers.items())
+        return len(sent) + sum(redone)
 
     async def _publish_pending(self, key: str, version: int) -> int:
         """Returns once the broker has acknowledged `version` of the snapshot or a later one.
@@ -275,15 +367,18 @@ class Themes:
         snapshot = stored.snapshot
         causes = list(stored.caused_by[:CAUSES_LOGGED])
         correlation_id = causes[0] if causes else None
-        # Bounded well inside the lease, so no other replica can take the key over while
-        # this send is still in flight.
-        async with asyncio.timeout(self._lease.total_seconds() / 2):
-            await self._publish(
-                self._topic,
-                snapshot.key.encode(),
-                snapshot.to_contract().to_json(),
-                correlation_id,
-            )
+        # The version's own causes (a crashed run's, or another audit's for a recurrence
+        # change), not the batch's: its line names them and its message carries them.
+        with bind_causes(causes):
+            # Bounded well inside the lease, so no other replica can take the key over while
+            # this send is still in flight.
+            async with asyncio.timeout(self._lease.total_seconds() / 2):
+                await self._publish(
+                    self._topic,
+                    snapshot.key.encode(),
+                    snapshot.to_contract().to_json(),
+                    correlation_id,
+                )
         log.info(
             "snapshot published",
             audit_id=snapshot.content.audit_id,
@@ -317,17 +412,6 @@ def _causes(reviews: Sequence[CurrentReview], stored: set[str]) -> list[str]:
     crash) all of them; de-duplicated, in arrival order, bounded."""
     chosen = [r.event_id for r in reviews if r.event_id in stored] or [r.event_id for r in reviews]
     return list(dict.fromkeys(chosen))[:CAUSES_LOGGED]
-
-
-def _position(batch: Sequence[Incoming]) -> dict[str, Any]:
-    topics = sorted({r.topic for r in batch})
-    partitions = sorted({r.partition for r in batch})
-    offsets = [r.offset for r in batch]
-    return {
-        "topic": topics[0] if len(topics) == 1 else topics,
-        "partition": partitions[0] if len(partitions) == 1 else partitions,
-        "offsets": [min(offsets), max(offsets)],
-    }
 
 
 async def _concurrently(work: Iterable[Coroutine[Any, Any, T]]) -> list[T]:

@@ -19,7 +19,10 @@ class ThemesSettings(CommonSettings):
     themes_min_agencies: int = Field(
         default=2, ge=1, title="Distinct agencies a theme needs in an audit to be a pattern"
     )
-    themes_batch_max: int = Field(default=1000, gt=0, title="Most records handled per batch")
+    # Each batch recomputes every audit it touches once, whatever number of its reviews
+    # came in: under a backlog, bigger batches mean fewer recomputes per review (measured in
+    # docs/performance.md); a quiet stream still comes in small batches.
+    themes_batch_max: int = Field(default=5000, gt=0, title="Most records handled per batch")
     themes_publish_lease_s: float = Field(
         default=30.0,
         gt=0,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, InsertOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -31,6 +31,13 @@ from services.themes.domain import (
 from shared.mongo import Document
 
 CAUSES_KEPT = 20
+# FerretDB 1.24 keeps the cursor of every matched statement of one `update` command open
+# until the command ends (a `defer` inside its per-statement loop), each holding one of its
+# 100 SQLite connections: a command of more than about 100 matched updates waits for a
+# connection forever and, behind the one-command-at-a-time front end, wedges the whole
+# store. A themes batch of 1000 revisions did exactly that. Bulk writes go in chunks well
+# below the pool; MongoDB is indifferent to the split.
+WRITE_CHUNK = 50
 
 
 @dataclass(frozen=True)
@@ -182,21 +189,26 @@ class ThemesStore:
         """Stores each review unless the store holds an equal or higher revision by the time
         it is written; returns the event ids that are now the stored ones.
 
-        `stored` is what the caller read: those keys are updated in place, the rest upserted.
+        `stored` is what the caller read: those keys are updated in place, the rest inserted
+        (an insert is the conditional write for an absent key: a concurrent writer's makes it
+        fail on the unique `_id`; and FerretDB finds a filtered update's document by reading
+        the whole collection, where an insert costs the same at any size).
         """
         if not reviews:
             return set()
-        ops = [
-            UpdateOne(
-                {"_id": r.key, "revision": {"$lt": r.revision}},
-                {"$set": _review_doc(r)},
-                upsert=r.key not in stored,
-            )
+        ops: list[InsertOne[Document] | UpdateOne] = [
+            UpdateOne({"_id": r.key, "revision": {"$lt": r.revision}}, {"$set": _review_doc(r)})
+            if r.key in stored
+            else InsertOne({"_id": r.key, **_review_doc(r)})
             for r in reviews
         ]
         try:
-            result = await self._reviews.bulk_write(ops, ordered=False)
-            if result.matched_count + result.upserted_count == len(ops):
+            written = 0
+            for start in range(0, len(ops), WRITE_CHUNK):
+                chunk = ops[start : start + WRITE_CHUNK]
+                result = await self._reviews.bulk_write(chunk, ordered=False)
+                written += result.matched_count + result.inserted_count
+            if written == len(ops):
                 return {r.event_id for r in reviews}
         except (BulkWriteError, KeyError):
             # A concurrent writer got there first. FerretDB 1.24 then stops at the first
@@ -267,6 +279,13 @@ class ThemesStore:
         """Records that one of the audit's snapshots changed at `now`."""
         await self._audits.update_one({"_id": audit_id}, {"$max": {"updated_at": now}})
 
+    async def touch_audits(self, audit_ids: Collection[str], now: datetime) -> None:
+        """Records that a snapshot of each of these audits changed at `now`."""
+        if audit_ids:
+            await self._audits.update_many(
+                {"_id": {"$in": sorted(audit_ids)}}, {"$max": {"updated_at": now}}
+            )
+
     async def pattern_counts(self) -> dict[str, int]:
         """Patterns per audit."""
         cursor = await self._snapshots.aggregate(
@@ -284,6 +303,16 @@ class ThemesStore:
         cursor = self._snapshots.find({"audit_id": audit_id})
         return {doc["theme"]: _stored_snapshot(doc) async for doc in cursor}
 
+    async def snapshots_of(self, audit_ids: Collection[str]) -> list[StoredSnapshot]:
+        """Every snapshot of these audits, in one query."""
+        cursor = self._snapshots.find({"audit_id": {"$in": sorted(audit_ids)}})
+        return [_stored_snapshot(doc) async for doc in cursor]
+
+    async def snapshots_by_key(self, keys: Collection[str]) -> dict[str, StoredSnapshot]:
+        """These snapshots by `{audit_id}/{theme}`, in one query; absent keys are left out."""
+        cursor = self._snapshots.find({"_id": {"$in": sorted(keys)}})
+        return {doc["_id"]: _stored_snapshot(doc) async for doc in cursor}
+
     async def snapshot(self, key: str) -> StoredSnapshot | None:
         """One snapshot by `{audit_id}/{theme}`."""
         doc = await self._snapshots.find_one({"_id": key})
@@ -299,11 +328,12 @@ class ThemesStore:
             found.setdefault(doc["theme"], set()).add(doc["audit_id"])
         return found
 
-    async def holders(self, theme: str, except_audit: str) -> list[str]:
-        """Keys of the theme's snapshots in every other audit."""
-        cursor = self._snapshots.find(
-            {"theme": theme, "audit_id": {"$ne": except_audit}}, {"_id": 1}
-        )
+    async def holders(self, theme: str, except_audit: str | None) -> list[str]:
+        """Keys of the theme's snapshots in every audit but `except_audit` (None: in all)."""
+        query: Document = {"theme": theme}
+        if except_audit is not None:
+            query["audit_id"] = {"$ne": except_audit}
+        cursor = self._snapshots.find(query, {"_id": 1})
         return [doc["_id"] async for doc in cursor]
 
     async def commit_snapshot(
@@ -379,6 +409,38 @@ class ThemesStore:
             {"_id": key, "lease": holder}, update, return_document=ReturnDocument.AFTER
         )
         return _stored_snapshot(doc) if doc is not None else None
+
+    async def claim_publish_many(
+        self, keys: Collection[str], holder: str, now: datetime, until: datetime
+    ) -> dict[str, StoredSnapshot]:
+        """`claim_publish` for many keys in two commands: the snapshots whose right to publish
+        this caller took, as they are at that moment."""
+        if not keys:
+            return {}
+        ids = sorted(keys)
+        await self._snapshots.update_many(
+            {"_id": {"$in": ids}, "$or": [{"lease": None}, {"lease_until": {"$lt": now}}]},
+            {"$set": {"lease": holder, "lease_until": until}},
+        )
+        cursor = self._snapshots.find({"_id": {"$in": ids}, "lease": holder})
+        return {doc["_id"]: _stored_snapshot(doc) async for doc in cursor}
+
+    async def release_publish_many(
+        self, keys: Collection[str], holder: str, published: Mapping[str, int]
+    ) -> dict[str, StoredSnapshot]:
+        """`release_publish` for many keys, one command per distinct version acknowledged;
+        returns the snapshots as they are after (another holder's, where a lease ran out)."""
+        if not keys:
+            return {}
+        by_version: dict[int | None, list[str]] = {}
+        for key in sorted(keys):
+            by_version.setdefault(published.get(key), []).append(key)
+        for version, group in by_version.items():
+            update: dict[str, Any] = {"$set": {"lease": None}}
+            if version is not None:
+                update["$max"] = {"published_version": version}
+            await self._snapshots.update_many({"_id": {"$in": group}, "lease": holder}, update)
+        return await self.snapshots_by_key(keys)
 
     async def mark_propagated(self, key: str, pattern_changes: int) -> None:
         """Records that other audits' `recurring_in` reflects this many pattern flips."""

@@ -55,7 +55,7 @@ async def test_health_and_readiness(app: Starlette) -> None:
         assert (await http.get("/healthz")).status_code == 200
         ready = await http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"kafka": True, "mongodb": True}
+    assert ready.json()["checks"] == {"kafka": True, "mongodb": True, "consumer_assigned": True}
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,20 @@ def environment(values: dict[str, Any]) -> dict[str, str]:
 
 
 class ServiceProcess:
-    """One service (`python -m services.<name>`) with its log in a file."""
+    """One service (`python -m services.<name>`) with its log in a file.
 
-    def __init__(self, name: str, values: dict[str, Any], log_path: Path) -> None:
+    `launcher` puts a module in front, which runs the service itself after setting
+    something up (`python -m <launcher...> services.<name>`); the benchmark times store
+    commands this way.
+    """
+
+    def __init__(
+        self, name: str, values: dict[str, Any], log_path: Path, launcher: Sequence[str] = ()
+    ) -> None:
         self.name = name
         self.values = values
         self.log_path = log_path
+        self.launcher = tuple(launcher)
         self.port = int(values[f"{name}_port"])
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -44,7 +53,7 @@ class ServiceProcess:
         """Starts the process; by default waits until its /readyz answers."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"],
+            [sys.executable, "-m", *self.launcher, f"services.{self.name}"],
             cwd=REPO,
             env=environment(self.values),
             stdout=log,
