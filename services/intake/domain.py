@@ -12,9 +12,9 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from services.intake.privacy import identifier_problem, redact
 from shared.contracts import (
@@ -84,12 +84,35 @@ def _identity(doc: Any) -> dict[str, str | None]:
     }
 
 
+def _field_names(model: type[BaseModel]) -> frozenset[str]:
+    """Every field name the model and the models inside it declare."""
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        names.add(name)
+        for inner in (field.annotation, *get_args(field.annotation)):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                names |= _field_names(inner)
+    return frozenset(names)
+
+
+_CONTRACT_FIELDS = _field_names(AgencyFindingV1)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    # A key the contract does not know is the sender's text, and may be a name: say only
+    # that one was there.
+    parts = [
+        str(p) if isinstance(p, int) or p in _CONTRACT_FIELDS else "(unknown key)" for p in loc
+    ]
+    return ".".join(parts) or "(message)"
+
+
 def _schema_detail(error: ValidationError) -> str:
     # Field paths and messages only: pydantic's default text echoes the input, which may be
     # exactly the personal data we refuse to repeat.
     parts = []
     for item in error.errors(include_url=False, include_input=False)[:5]:
-        where = ".".join(str(p) for p in item["loc"]) or "(message)"
+        where = _path(item["loc"])
         parts.append(f"{where}: {item['msg']}")
     more = error.error_count() - len(parts)
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

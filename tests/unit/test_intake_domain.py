@@ -102,6 +102,21 @@ def test_schema_violations(change: object) -> None:
     assert reason(encode(doc)) == RejectionReason.SCHEMA_VIOLATION
 
 
+def test_an_unknown_key_is_not_echoed() -> None:
+    # A sender's own key may be a child's name: the detail says where, never what.
+    doc = finding()
+    doc["Jane Doe"] = 1
+    doc["agency"]["born 2011-03-04"] = True
+    doc["findings"][0]["Bob Smith"] = "x"
+    verdict = judge(encode(doc))
+    assert isinstance(verdict, Refused)
+    assert verdict.reason == RejectionReason.SCHEMA_VIOLATION
+    for text in ("Jane", "Doe", "2011", "Bob", "Smith"):
+        assert text not in verdict.detail
+    assert "agency.(unknown key)" in verdict.detail
+    assert "findings.0.(unknown key)" in verdict.detail
+
+
 def test_a_json_array_is_a_schema_violation() -> None:
     assert reason(b"[1, 2]") == RejectionReason.SCHEMA_VIOLATION
 
