@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
 # Runs a native MongoDB wire-protocol server on 127.0.0.1: mongod when it is on PATH, otherwise
-# FerretDB v1.24.2 with its SQLite backend, built from the Go module in this folder (main.go).
+# FerretDB v1.24.2, built from the Go module in this folder (main.go), with its SQLite backend
+# or on a private PostgreSQL cluster this script runs as well (CASEREVIEW_FERRETDB_BACKEND).
 # Usage: ferretdb.sh up|down|status   (status exits 0 running and ready, 3 stopped, 1 otherwise)
 # Settings (environment):
 #   CASEREVIEW_MONGO_PORT               port (default 27017)
+#   CASEREVIEW_FERRETDB_BACKEND         sqlite or postgresql (default postgresql where PostgreSQL
+#                                       is installed, else sqlite)
+#   CASEREVIEW_FERRETDB_SERIALIZE       the front end of serialize.go: true (one command at a time),
+#                                       writes (writes one at a time, reads concurrently) or false
+#                                       (none: single-document writes are then not atomic); default
+#                                       true on sqlite, writes on postgresql
+#   CASEREVIEW_PG_BIN                   PostgreSQL's bin folder (default: pg_config --bindir, else
+#                                       the newest /usr/lib/postgresql/*/bin)
+#   CASEREVIEW_PG_USER                  when run as root, the user PostgreSQL runs as (default postgres)
 #   CASEREVIEW_FERRETDB_READY_TIMEOUT   seconds `up` waits for readiness (default 60)
 #   CASEREVIEW_FERRETDB_STOP_TIMEOUT    seconds `down` waits before SIGKILL (default 30)
 #   CASEREVIEW_FERRETDB_LOG_LEVEL       debug, info, warn or error (default info)
 #   CASEREVIEW_MONGO_URL                URL of an external store; up/down then do nothing
-# Data: .local/ferretdb/data (FerretDB) or .local/mongod (mongod); binary: bin/ferretdb (git-ignored).
+# Data: .local/ferretdb/data (FerretDB on SQLite), .local/ferretdb-pg (FerretDB on PostgreSQL: the
+# cluster in data/, its socket in run/; it listens on no TCP port) or .local/mongod (mongod);
+# binary: bin/ferretdb (git-ignored).
 
 SERVICE_NAME=ferretdb
 # shellcheck source=SCRIPTDIR/../lib.sh
@@ -23,6 +35,25 @@ PORT=${CASEREVIEW_MONGO_PORT:-27017}
 READY_TIMEOUT=${CASEREVIEW_FERRETDB_READY_TIMEOUT:-60}
 STOP_TIMEOUT=${CASEREVIEW_FERRETDB_STOP_TIMEOUT:-30}
 LOG_LEVEL=${CASEREVIEW_FERRETDB_LOG_LEVEL:-info}
+# PostgreSQL where it is installed (every filter on _id or a field is then an index lookup,
+# where SQLite reads the whole collection: docs/performance.md), else SQLite.
+if [ -z "${CASEREVIEW_FERRETDB_BACKEND:-}" ]; then
+  if command -v pg_config >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+    BACKEND=postgresql
+  else
+    BACKEND=sqlite
+  fi
+else
+  BACKEND=$CASEREVIEW_FERRETDB_BACKEND
+fi
+if [ "$BACKEND" = postgresql ]; then SERIALIZE=${CASEREVIEW_FERRETDB_SERIALIZE:-writes}; else SERIALIZE=${CASEREVIEW_FERRETDB_SERIALIZE:-true}; fi
+case $BACKEND in sqlite | postgresql) ;; *) die "CASEREVIEW_FERRETDB_BACKEND must be sqlite or postgresql, not '$BACKEND'" ;; esac
+case $SERIALIZE in
+  true) SERIALIZE_FLAGS=(-serialize=true -serialize-reads=true) ;;
+  writes) SERIALIZE_FLAGS=(-serialize=true -serialize-reads=false) ;;
+  false) SERIALIZE_FLAGS=(-serialize=false) ;;
+  *) die "CASEREVIEW_FERRETDB_SERIALIZE must be true, writes or false, not '$SERIALIZE'" ;;
+esac
 BUILD_TIMEOUT=600 # only bounds how long a concurrent up/down waits for the lock
 
 BIN=$HERE/bin/ferretdb
@@ -30,6 +61,30 @@ DATA_DIR=$LOCAL_DIR/ferretdb/data
 MONGOD_DIR=$LOCAL_DIR/mongod
 LOG_FILE=$LOG_DIR/ferretdb.log
 LOG_MAX_BYTES=$((20 * 1024 * 1024))
+
+# The private PostgreSQL cluster (CASEREVIEW_FERRETDB_BACKEND=postgresql): unix socket only, in
+# PG_SOCKET_DIR (the port only names the socket file there), trust authentication for the
+# superuser ferretdb, which FerretDB connects as.
+PG_DIR=$LOCAL_DIR/ferretdb-pg
+# Run as root, the cluster belongs to another user (PostgreSQL refuses root), who may not be
+# able to reach a checkout under a private home folder, and a socket path must be short: the
+# cluster then lives in a folder of its own under /tmp, named after the data folder.
+if [ "$(id -u)" = 0 ] && { [ "${#PG_DIR}" -gt 80 ] ||
+  ! runuser -u "${CASEREVIEW_PG_USER:-postgres}" -- test -x "$LOCAL_DIR" 2>/dev/null; }; then
+  PG_DIR=${TMPDIR:-/tmp}/casereview-pg-$(printf '%s' "$LOCAL_DIR" | sha1sum | cut -c1-12)
+  PG_LOG_FILE=$PG_DIR/postgresql.log
+fi
+PG_DATA=$PG_DIR/data
+PG_SOCKET_DIR=$PG_DIR/run
+PG_PORT=5432
+PG_ROLE=ferretdb
+PG_DATABASE=ferretdb
+PG_LOG_FILE=${PG_LOG_FILE:-$LOG_DIR/postgresql.log}
+# FerretDB's pool: its default of 50 connections is shared by open read cursors and by every
+# statement of an update command (each holds one until the command ends); too few, and a
+# write waits for a connection forever. PostgreSQL is started with room for all of them.
+PG_POOL=100
+PG_URL="postgres://$PG_ROLE@/$PG_DATABASE?host=$PG_SOCKET_DIR&port=$PG_PORT&pool_max_conns=$PG_POOL"
 
 ready() { python3 "$HERE/ready.py" "$1" "$2"; }
 
@@ -76,14 +131,103 @@ build() {
   fi
   local started=$SECONDS tmp=$BIN.tmp.$$
   mkdir -p "$HERE/bin"
-  # Pure Go (modernc.org/sqlite), so no C toolchain; the PostgreSQL handler is left out.
-  if ! (cd "$HERE" && CGO_ENABLED=0 go build -trimpath -buildvcs=false \
-    -tags ferretdb_no_postgresql -o "$tmp" .); then
+  # Pure Go (modernc.org/sqlite, jackc/pgx), so no C toolchain.
+  if ! (cd "$HERE" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -o "$tmp" .); then
     rm -f "$tmp"
     die "building FerretDB failed (see the go output above)"
   fi
   mv -f "$tmp" "$BIN"
   say "built $BIN in $((SECONDS - started))s"
+}
+
+# PostgreSQL's bin folder: CASEREVIEW_PG_BIN, pg_config's, or the newest Debian-style one.
+pg_bin() {
+  local dir=${CASEREVIEW_PG_BIN:-}
+  if [ -z "$dir" ] && command -v pg_config >/dev/null; then dir=$(pg_config --bindir); fi
+  if [ -z "$dir" ] || [ ! -x "$dir/postgres" ]; then
+    dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+  fi
+  if [ -z "$dir" ] || [ ! -x "$dir/postgres" ]; then
+    die "PostgreSQL is needed for CASEREVIEW_FERRETDB_BACKEND=postgresql (initdb, pg_ctl, postgres); set CASEREVIEW_PG_BIN to its bin folder"
+  fi
+  printf '%s' "$dir"
+}
+
+# Runs a command as the cluster's owner: PostgreSQL refuses to run as root.
+as_pg_owner() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u "${CASEREVIEW_PG_USER:-postgres}" -- "$@"
+  else
+    "$@"
+  fi
+}
+
+pg_running() {
+  [ -f "$PG_DATA/postmaster.pid" ] && as_pg_owner "$(pg_bin)/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1
+}
+
+# Creates (first run) and starts the private cluster and FerretDB's database in it.
+pg_up() {
+  local bin owner
+  bin=$(pg_bin)
+  # The socket's path must fit in sun_path (107 bytes).
+  [ "${#PG_SOCKET_DIR}" -le 90 ] ||
+    die "$PG_SOCKET_DIR is too long for a unix socket path; set CASEREVIEW_LOCAL to a shorter folder"
+  mkdir -p "$PG_DIR"
+  if [ "$(id -u)" = 0 ]; then
+    owner=${CASEREVIEW_PG_USER:-postgres}
+    id "$owner" >/dev/null 2>&1 ||
+      die "user $owner does not exist; set CASEREVIEW_PG_USER to a non-root user to run PostgreSQL as"
+    chown "$owner": "$PG_DIR"
+    touch "$PG_LOG_FILE"
+    chown "$owner": "$PG_LOG_FILE"
+    as_pg_owner test -w "$PG_DIR" ||
+      die "user $owner cannot reach $PG_DIR; set CASEREVIEW_LOCAL to a folder it can (e.g. under /tmp)"
+  fi
+  as_pg_owner mkdir -p -m 700 "$PG_SOCKET_DIR"
+  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+    say "creating a PostgreSQL cluster in $PG_DATA…"
+    as_pg_owner "$bin/initdb" -D "$PG_DATA" -U "$PG_ROLE" --auth=trust -E UTF8 --locale=C.UTF-8 \
+      >>"$PG_LOG_FILE" 2>&1 || die "initdb failed; see $PG_LOG_FILE"
+    # A development store: no TCP listener; no wait for fsync at commit (a crash can lose the
+    # last commits, not consistency).
+    as_pg_owner tee -a "$PG_DATA/postgresql.conf" >/dev/null <<EOF
+# casereview (deploy/ferretdb/ferretdb.sh)
+listen_addresses = ''
+port = $PG_PORT
+unix_socket_directories = '$PG_SOCKET_DIR'
+synchronous_commit = off
+EOF
+  fi
+  pg_running && return 0
+  say "starting PostgreSQL ($PG_DATA); log: $PG_LOG_FILE"
+  # setsid: its own session, like FerretDB's; -w: until it accepts connections.
+  as_pg_owner setsid "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG_FILE" -w -t "$READY_TIMEOUT" \
+    -o "-c max_connections=$((PG_POOL + 20))" start \
+    >/dev/null 9>&- || {
+    tail -n 30 "$PG_LOG_FILE" >&2
+    die "PostgreSQL did not start"
+  }
+  if ! as_pg_owner "$bin/psql" -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U "$PG_ROLE" -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = '$PG_DATABASE'" | grep -q 1; then
+    as_pg_owner "$bin/createdb" -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U "$PG_ROLE" "$PG_DATABASE" ||
+      die "could not create the PostgreSQL database $PG_DATABASE"
+  fi
+  # Indexes FerretDB's pushed-down filters can use (see the file); idempotent.
+  as_pg_owner "$bin/psql" -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U "$PG_ROLE" -d "$PG_DATABASE" -q \
+    -v ON_ERROR_STOP=1 <"$HERE/pg-gin-indexes.sql" >/dev/null 2>>"$PG_LOG_FILE" ||
+    die "could not apply $HERE/pg-gin-indexes.sql; see $PG_LOG_FILE"
+}
+
+# Stops the private cluster, if there is one and it runs.
+pg_down() {
+  [ -f "$PG_DATA/PG_VERSION" ] || return 0
+  pg_running || return 0
+  say "stopping PostgreSQL ($PG_DATA)"
+  local bin
+  bin=$(pg_bin)
+  as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" -m fast -w -t "$STOP_TIMEOUT" stop >/dev/null ||
+    as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" -m immediate -w stop >/dev/null || true
 }
 
 up() {
@@ -113,8 +257,14 @@ up() {
     cmd=(mongod --dbpath "$MONGOD_DIR" --bind_ip "$HOST" --port "$PORT")
   else
     build
-    mkdir -p "$DATA_DIR"
-    cmd=("$BIN" -listen-addr "$HOST:$PORT" -sqlite-dir "$DATA_DIR" -log-level "$LOG_LEVEL")
+    cmd=("$BIN" -listen-addr "$HOST:$PORT" -log-level "$LOG_LEVEL" "${SERIALIZE_FLAGS[@]}")
+    if [ "$BACKEND" = postgresql ]; then
+      pg_up
+      cmd+=(-handler postgresql -postgresql-url "$PG_URL")
+    else
+      mkdir -p "$DATA_DIR"
+      cmd+=(-handler sqlite -sqlite-dir "$DATA_DIR")
+    fi
   fi
 
   rotate_log
@@ -146,6 +296,8 @@ down() {
     [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; do
     sleep 0.1
   done
+  # The cluster stops whatever the backend setting is now, so changing it leaves none running.
+  pg_down
 }
 
 # host:port of a mongodb:// URL's first host (credentials and options dropped), or nothing.
@@ -182,14 +334,22 @@ status() {
     echo "ferretdb: external store at $address, not ready"
     exit 1
   fi
-  local pid
+  local pid pg_down=""
   pid=$(server_pid)
+  if [ -f "$PG_DATA/PG_VERSION" ]; then
+    if pg_running; then
+      echo "ferretdb: its PostgreSQL cluster ($PG_DATA) is running"
+    elif [ "$BACKEND" = postgresql ]; then
+      echo "ferretdb: its PostgreSQL cluster ($PG_DATA) is stopped"
+      pg_down=1
+    fi
+  fi
   if [ -z "$pid" ]; then
     echo "ferretdb: stopped"
     if port_open "$HOST" "$PORT"; then say "note: $HOST:$PORT is held by another process"; fi
     exit 3
   fi
-  if ready "$HOST" "$PORT"; then
+  if [ -z "$pg_down" ] && ready "$HOST" "$PORT"; then
     echo "ferretdb: running (pid $pid) on $HOST:$PORT, ready"
     exit 0
   fi

@@ -1,5 +1,7 @@
-// Command ferretdb runs FerretDB (a MongoDB wire-protocol server) with its SQLite
-// backend, for local development and tests when no Docker and no mongod are available.
+// Command ferretdb runs FerretDB (a MongoDB wire-protocol server) with its SQLite backend
+// (-handler sqlite, the default) or its PostgreSQL backend (-handler postgresql, given a
+// PostgreSQL server by -postgresql-url), for local development and tests when no Docker and
+// no mongod are available.
 //
 // Why a wrapper instead of `go install github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.2`:
 // that binary panics at start-up ("Invalid build/version/version.txt file content")
@@ -10,11 +12,18 @@
 //
 // The embeddable package never starts the telemetry reporter (and marks telemetry as
 // disabled and locked), keeps no state file, and sets up no OpenTelemetry exporter, so
-// this server makes no outbound connections. The SQLite backend is modernc.org/sqlite
-// (pure Go), so the binary builds with CGO_ENABLED=0 and needs nothing beyond Go.
+// this server makes no outbound connections (other than to the PostgreSQL server it is
+// given). The SQLite backend is modernc.org/sqlite and the PostgreSQL one jackc/pgx, both
+// pure Go, so the binary builds with CGO_ENABLED=0 and needs nothing beyond Go.
+//
+// FerretDB's PostgreSQL backend pushes {field: scalar} equality filters on any top-level
+// field down to SQL (the SQLite one only an exact {_id: scalar} filter), so such a filter no
+// longer makes FerretDB decode every document of the collection in Go. It writes them as
+// `_jsonb->'field' @> value`, which its btree indexes cannot answer; ferretdb.sh adds GIN
+// indexes that can (pg-gin-indexes.sql). $in, $or, $lt and the like are still not pushed down.
 //
 // By default clients reach FerretDB through a one-command-at-a-time front end, because
-// FerretDB v1's SQLite updates are not atomic under concurrency; see serialize.go.
+// FerretDB v1's updates are not atomic under concurrency, on either backend; see serialize.go.
 package main
 
 import (
@@ -39,18 +48,21 @@ const ferretModule = "github.com/FerretDB/FerretDB"
 
 func main() {
 	listenAddr := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on (host:port)")
-	sqliteDir := flag.String("sqlite-dir", "", "directory for the SQLite database files (required; created if missing)")
+	handler := flag.String("handler", "sqlite", "backend: sqlite or postgresql")
+	sqliteDir := flag.String("sqlite-dir", "", "directory for the SQLite database files (-handler sqlite; created if missing)")
+	postgresqlURL := flag.String("postgresql-url", "", "PostgreSQL connection URL (-handler postgresql), e.g. postgres://user@/ferretdb?host=/socket/dir")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn or error")
 	serialize := flag.Bool("serialize", true, "run one command at a time, making single-document writes atomic (see serialize.go)")
+	serializeReads := flag.Bool("serialize-reads", true, "with -serialize, run read-only commands one at a time too (false: concurrently with each other)")
 	flag.Parse()
 
-	if err := run(*listenAddr, *sqliteDir, *logLevel, *serialize); err != nil {
+	if err := run(*listenAddr, *handler, *sqliteDir, *postgresqlURL, *logLevel, *serialize, *serializeReads); err != nil {
 		fmt.Fprintf(os.Stderr, "ferretdb: %s\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(listenAddr, sqliteDir, logLevel string, serialize bool) error {
+func run(listenAddr, handler, sqliteDir, postgresqlURL, logLevel string, serialize, serializeReads bool) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		return fmt.Errorf("invalid -log-level %q: %w", logLevel, err)
@@ -58,31 +70,53 @@ func run(listenAddr, sqliteDir, logLevel string, serialize bool) error {
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	if sqliteDir == "" {
-		return fmt.Errorf("-sqlite-dir is required")
-	}
+	config := &ferretdb.Config{Logger: logger, Handler: handler}
+	backendAttrs := []any{"handler", handler}
 
-	// FerretDB wants a "file:" URI naming an existing directory, ending with a slash;
-	// an absolute path keeps it independent of the working directory.
-	dir, err := filepath.Abs(sqliteDir)
-	if err != nil {
-		return err
-	}
+	switch handler {
+	case "sqlite":
+		if sqliteDir == "" {
+			return fmt.Errorf("-sqlite-dir is required with -handler sqlite")
+		}
 
-	if err = os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
+		// FerretDB wants a "file:" URI naming an existing directory, ending with a slash;
+		// an absolute path keeps it independent of the working directory.
+		dir, err := filepath.Abs(sqliteDir)
+		if err != nil {
+			return err
+		}
 
-	sqliteURL := "file:" + strings.TrimSuffix(dir, "/") + "/"
+		if err = os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+
+		config.SQLiteURL = "file:" + strings.TrimSuffix(dir, "/") + "/"
+		backendAttrs = append(backendAttrs, "sqlite_url", config.SQLiteURL)
+
+	case "postgresql":
+		if postgresqlURL == "" {
+			return fmt.Errorf("-postgresql-url is required with -handler postgresql")
+		}
+
+		config.PostgreSQLURL = postgresqlURL
+		backendAttrs = append(backendAttrs, "postgresql_url", redactURL(postgresqlURL))
+
+	default:
+		return fmt.Errorf("invalid -handler %q: want sqlite or postgresql", handler)
+	}
 
 	// SIGTERM (from `ferretdb.sh down`) or SIGINT cancels the context; Run then closes the
-	// listener, the client connections and the SQLite databases before returning.
+	// listener, the client connections and the backend's connections before returning.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
 	// With -serialize, clients connect to our front end and FerretDB itself listens on a
 	// private loopback port; bind the public address first so a busy port fails early.
-	var front net.Listener
+	var (
+		front net.Listener
+		err   error
+	)
+
 	ferretAddr := listenAddr
 
 	if serialize {
@@ -95,12 +129,9 @@ func run(listenAddr, sqliteDir, logLevel string, serialize bool) error {
 	}
 
 	// New binds FerretDB's listener, so "address already in use" is reported here.
-	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: ferretAddr},
-		Logger:    logger,
-		Handler:   "sqlite",
-		SQLiteURL: sqliteURL,
-	})
+	config.Listener = ferretdb.ListenerConfig{TCP: ferretAddr}
+
+	f, err := ferretdb.New(config)
 	if err != nil {
 		return err
 	}
@@ -113,7 +144,7 @@ func run(listenAddr, sqliteDir, logLevel string, serialize bool) error {
 			return err
 		}
 
-		s := &serializer{backend: u.Host, l: logger.With("name", "serializer")}
+		s := &serializer{backend: u.Host, l: logger.With("name", "serializer"), concurrentReads: !serializeReads}
 
 		wg.Add(1)
 
@@ -124,8 +155,8 @@ func run(listenAddr, sqliteDir, logLevel string, serialize bool) error {
 		}()
 	}
 
-	logger.Info("FerretDB started", "version", ferretVersion(), "handler", "sqlite", "sqlite_url", sqliteURL,
-		"listen_addr", listenAddr, "serialize", serialize)
+	logger.Info("FerretDB started", append([]any{"version", ferretVersion()},
+		append(backendAttrs, "listen_addr", listenAddr, "serialize", serialize, "serialize_reads", serializeReads)...)...)
 
 	err = f.Run(ctx)
 	wg.Wait()
@@ -151,4 +182,14 @@ func ferretVersion() string {
 	}
 
 	return "unknown"
+}
+
+// redactURL returns a connection URL with its password, if any, replaced, for logging.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+
+	return u.Redacted()
 }

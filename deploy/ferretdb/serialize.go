@@ -9,6 +9,13 @@ package main
 // which forwards wire-protocol messages to FerretDB (on a private loopback port) one
 // command at a time, under one process-wide lock. Fine for development and tests; a slow
 // command (or a tailable awaitData getMore) delays all others. Disable with -serialize=false.
+//
+// The PostgreSQL handler is no different (query, then UPDATE ... WHERE _id, in separate
+// transactions): measured there without this front end, 200 concurrent {$inc: {n: 1}} left
+// n = 49 and two of 20 racing update_one({_id, rev: 0}, {$set: {rev: 1}}) were both told
+// modified = 1. Read-only commands (find, getMore, aggregate, count, ...) cannot take part in
+// a lost update, so with -serialize-reads=false they run concurrently with each other (under
+// a shared lock) and only everything else runs one at a time.
 
 import (
 	"bufio"
@@ -31,7 +38,20 @@ const (
 type serializer struct {
 	backend string // FerretDB's own TCP address
 	l       *slog.Logger
-	mu      sync.Mutex // held from sending a request to FerretDB until its reply is read
+	mu      sync.RWMutex // held from sending a request to FerretDB until its reply is read
+
+	// concurrentReads: read-only commands take mu shared, not exclusively.
+	concurrentReads bool
+}
+
+// readOnly lists the commands that write nothing (their names as sent, case-sensitive).
+var readOnly = map[string]bool{
+	"find": true, "getMore": true, "aggregate": true, "count": true, "distinct": true,
+	"listCollections": true, "listIndexes": true, "listDatabases": true,
+	"hello": true, "isMaster": true, "ismaster": true, "ping": true, "buildInfo": true,
+	"buildinfo": true, "serverStatus": true, "dbStats": true, "collStats": true,
+	"dataSize": true, "explain": true, "getParameter": true, "connectionStatus": true,
+	"whatsmyuri": true, "hostInfo": true, "getCmdLineOpts": true, "getLog": true,
 }
 
 // serve accepts client connections until ctx is cancelled, then closes them all and returns.
@@ -113,8 +133,13 @@ func (s *serializer) handle(ctx context.Context, client net.Conn) {
 // roundTrip sends one request to FerretDB and reads its reply, with no other command in flight.
 // (FerretDB v1 sends exactly one reply per request and never streams exhaust replies.)
 func (s *serializer) roundTrip(req []byte, backend net.Conn, br *bufio.Reader) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if s.concurrentReads && readOnly[commandName(req)] {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+	} else {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+	}
 
 	if _, err := backend.Write(req); err != nil {
 		return nil, err
@@ -150,4 +175,48 @@ func moreToCome(msg []byte) bool {
 	return len(msg) >= 20 &&
 		binary.LittleEndian.Uint32(msg[12:16]) == opMsg &&
 		binary.LittleEndian.Uint32(msg[16:20])&flagMoreToCome != 0
+}
+
+// commandName returns the command an OP_MSG runs: the first key of its body section (kind 0),
+// or "" for anything else (which then runs exclusively).
+func commandName(msg []byte) string {
+	if len(msg) < 21 || binary.LittleEndian.Uint32(msg[12:16]) != opMsg {
+		return ""
+	}
+
+	for pos := 20; pos < len(msg); {
+		kind := msg[pos]
+		pos++
+
+		if pos+4 > len(msg) {
+			return ""
+		}
+
+		size := int(int32(binary.LittleEndian.Uint32(msg[pos : pos+4])))
+		if size < 5 || pos+size > len(msg) {
+			return ""
+		}
+
+		switch kind {
+		case 0: // body: one BSON document; its first element is the command
+			doc := msg[pos : pos+size]
+			if doc[4] == 0 { // empty document
+				return ""
+			}
+
+			for i := 5; i < len(doc); i++ {
+				if doc[i] == 0 {
+					return string(doc[5:i])
+				}
+			}
+
+			return ""
+		case 1: // document sequence: size covers itself, the identifier and the documents
+			pos += size
+		default:
+			return ""
+		}
+	}
+
+	return ""
 }

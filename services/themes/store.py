@@ -33,11 +33,13 @@ from shared.mongo import Document
 CAUSES_KEPT = 20
 # FerretDB 1.24 keeps the cursor of every matched statement of one `update` command open
 # until the command ends (a `defer` inside its per-statement loop), each holding one of its
-# 100 SQLite connections: a command of more than about 100 matched updates waits for a
-# connection forever and, behind the one-command-at-a-time front end, wedges the whole
-# store. A themes batch of 1000 revisions did exactly that. Bulk writes go in chunks well
-# below the pool; MongoDB is indifferent to the split.
-WRITE_CHUNK = 50
+# backend's pooled connections (100 on SQLite; on PostgreSQL as many as `pool_max_conns`,
+# which deploy/ferretdb sets to 100), shared with every read cursor still open: a command
+# that needs more than are free waits for a connection forever and, behind the wrapper's
+# one-writer-at-a-time front end, wedges the whole store. A themes batch of 1000 revisions
+# did exactly that. Bulk writes go in chunks far below the pool; MongoDB is indifferent to
+# the split.
+WRITE_CHUNK = 16
 
 
 @dataclass(frozen=True)

@@ -157,5 +157,5 @@ class NativePair:
         for server in SERVERS:
             if stale.pid(server) is not None:
                 stale.down(server)
-        for data in (local / "kafka" / "data", local / "ferretdb" / "data"):
+        for data in (local / "kafka" / "data", local / "ferretdb" / "data", local / "ferretdb-pg"):
             shutil.rmtree(data, ignore_errors=True)
