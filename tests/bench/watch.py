@@ -26,22 +26,20 @@ class Watcher:
         self._task: asyncio.Task[None] | None = None
         self.records = 0
 
-    async def start(self) -> None:
-        """Assigns every partition of the topics (which must exist) and starts reading."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
-        await admin.start()
-        try:
-            described = await admin.describe_topics(list(self._handlers))
-        finally:
-            await admin.close()
-        partitions = [
-            TopicPartition(topic["topic"], p["partition"])
-            for topic in described
-            for p in topic["partitions"]
-        ]
-        missing = set(self._handlers) - {tp.topic for tp in partitions}
-        if missing:
-            raise RuntimeError(f"no partitions for {', '.join(sorted(missing))}")
+    async def start(self, wait_s: float = 30.0) -> None:
+        """Assigns every partition of the topics (which must exist) and starts reading.
+
+        A topic created a moment ago may not have its partitions' leaders yet (a broker that
+        has just started takes a few seconds), so they are asked for until `wait_s` runs out.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            partitions, missing = await self._partitions()
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no partitions for {', '.join(sorted(missing))}")
+            await asyncio.sleep(0.5)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             enable_auto_commit=False,
@@ -53,6 +51,25 @@ class Watcher:
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
         self._task = asyncio.create_task(self._run())
+
+    async def _partitions(self) -> tuple[list[TopicPartition], set[str]]:
+        """The partitions of the topics that are ready (each partition has a leader), and the
+        topics that are not."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(list(self._handlers))
+        finally:
+            await admin.close()
+        partitions: list[TopicPartition] = []
+        ready: set[str] = set()
+        for topic in described:
+            found = topic.get("partitions") or []
+            if topic.get("error_code") or not found or any(p["leader"] < 0 for p in found):
+                continue
+            ready.add(topic["topic"])
+            partitions += [TopicPartition(topic["topic"], p["partition"]) for p in found]
+        return partitions, set(self._handlers) - ready
 
     async def _run(self) -> None:
         while True:
