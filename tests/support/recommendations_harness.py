@@ -18,10 +18,9 @@ from services.recommendations.app import create_app
 from services.recommendations.process import Clock, utc_now
 from services.recommendations.settings import RecommendationsSettings
 from tests.conftest import namespaced
-from tests.support.infra import REPO, Servers
+from tests.support.infra import Servers
 from tests.support.kafka import group_lag, read_all, wait_for
 
-SCHEMA = REPO.parent / "shared" / "contracts" / "action.v1.schema.json"
 SUB_GROUPS = (
     "safeguarding_in_education",
     "domestic_abuse_operational_group",

@@ -181,6 +181,8 @@ def test_no_sample_caveat_from_ten_cases_and_singulars_read_right() -> None:
 def test_first_routing_matches_the_contract_example() -> None:
     action = first_action()
     message = wire(action)
+    if not SCHEMA.is_file():
+        pytest.skip(f"the reference contracts folder {SCHEMA.parent} is not beside this clone")
     example = json.loads((SCHEMA.parent / "examples" / "action.valid.json").read_text())
     same = ("event", "action_id", "audit_id", "sub_group", "themes", "evidence", "status")
     assert {k: message[k] for k in same} == {k: example[k] for k in same}
