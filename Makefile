@@ -84,4 +84,5 @@ bench: venv infra-up
 clean:
 	@bash deploy/services.sh down || true
 	@bash deploy/infra.sh down || true
+	@bash deploy/ferretdb/ferretdb.sh forget || true
 	rm -rf .local $(VENV)

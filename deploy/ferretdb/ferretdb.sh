@@ -2,7 +2,8 @@
 # Runs a native MongoDB wire-protocol server on 127.0.0.1: mongod when it is on PATH, otherwise
 # FerretDB v1.24.2, built from the Go module in this folder (main.go), with its SQLite backend
 # or on a private PostgreSQL cluster this script runs as well (CASEREVIEW_FERRETDB_BACKEND).
-# Usage: ferretdb.sh up|down|status   (status exits 0 running and ready, 3 stopped, 1 otherwise)
+# Usage: ferretdb.sh up|down|status|forget   (status exits 0 running and ready, 3 stopped, 1
+# otherwise; forget stops it and deletes a PostgreSQL cluster kept outside the data folder)
 # Settings (environment):
 #   CASEREVIEW_MONGO_PORT               port (default 27017)
 #   CASEREVIEW_FERRETDB_BACKEND         sqlite or postgresql (default postgresql where PostgreSQL
@@ -357,12 +358,30 @@ status() {
   exit 1
 }
 
+# Stops the server and deletes a cluster kept under /tmp (see PG_DIR); what is under
+# LOCAL_DIR is the caller's to delete (make clean removes the whole folder).
+forget() {
+  down
+  case $PG_DIR in
+    "$LOCAL_DIR"/*) ;;
+    *)
+      if [ -d "$PG_DIR" ] && pg_running; then
+        say "$PG_DIR: its cluster still runs; not deleted"
+      elif [ -d "$PG_DIR" ]; then
+        say "deleting $PG_DIR"
+        rm -rf "$PG_DIR"
+      fi
+      ;;
+  esac
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
+  forget) forget ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status|forget" >&2
     exit 2
     ;;
 esac

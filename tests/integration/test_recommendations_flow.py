@@ -12,6 +12,8 @@ from pymongo import AsyncMongoClient
 
 from services.recommendations.domain import action_id
 from shared.mongo import Document
+from tests.support.contracts import REFERENCE
+from tests.support.contracts import validator as contract_validator
 from tests.support.infra import Servers
 from tests.support.kafka import publish
 from tests.support.recommendations_fixtures import (
@@ -23,7 +25,6 @@ from tests.support.recommendations_fixtures import (
     snapshot,
 )
 from tests.support.recommendations_harness import (
-    SCHEMA,
     client,
     drained,
     latest,
@@ -37,11 +38,7 @@ pytestmark = pytest.mark.integration
 
 
 def validator() -> Draft202012Validator:
-    if not SCHEMA.is_file():
-        pytest.skip(f"the reference contracts folder {SCHEMA.parent} is not beside this clone")
-    return Draft202012Validator(
-        json.loads(SCHEMA.read_text()), format_checker=Draft202012Validator.FORMAT_CHECKER
-    )
+    return contract_validator("action")
 
 
 def assert_valid_and_ordered(messages: list[dict[str, Any]]) -> None:
@@ -77,7 +74,10 @@ async def test_fixture_audit_yields_one_action_per_sub_group_and_a_replay_nothin
                 assert evidence["cases_with_theme"] == cases
                 assert evidence["cases_total"] == 6
                 assert evidence["agency_count"] == len(agencies)
-        example = json.loads((SCHEMA.parent / "examples" / "action.valid.json").read_text())
+        example_path = REFERENCE / "examples" / "action.valid.json"
+        if not example_path.is_file():
+            pytest.skip(f"the reference contracts folder {REFERENCE} is not beside this clone")
+        example = json.loads(example_path.read_text())
         education = finals[example["action_id"]]
         assert education["evidence"] == example["evidence"]
         assert education["recommendation"].startswith(

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator
 from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
 
 from services.recommendations.domain import action_id
 from shared.mongo import Document
+from tests.support.contracts import validator
 from tests.support.infra import Servers
 from tests.support.kafka import publish
 from tests.support.recommendations_fixtures import AUDIT, fixture_snapshots, record
 from tests.support.recommendations_harness import (
-    SCHEMA,
     client,
     drained,
     published,
@@ -180,9 +178,7 @@ async def test_transitions_conflicts_and_reasons(app: Starlette, servers: Server
 
     settings = app.state.settings
     messages = await published(servers, settings)
-    check = Draft202012Validator(
-        json.loads(SCHEMA.read_text()), format_checker=Draft202012Validator.FORMAT_CHECKER
-    )
+    check = validator("action")
     for message in messages:
         check.validate(message)
     education = [m for m in messages if m["action_id"] == EDUCATION]
