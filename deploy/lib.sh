@@ -43,11 +43,16 @@ port_open() {
 }
 
 # Refuses to start when a port we need is held by a process that is not ours.
+# A few seconds' grace: a server of ours that was just killed can hold its port until the
+# last of its threads is gone.
 require_free_port() {
-  local host=$1 port=$2
-  if port_open "$host" "$port"; then
-    die "port $host:$port is already in use by another process; stop it, or point the project at that server with settings (CASEREVIEW_KAFKA_BOOTSTRAP / CASEREVIEW_MONGO_URL)"
-  fi
+  local host=$1 port=$2 deadline=$((SECONDS + 3))
+  while port_open "$host" "$port"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      die "port $host:$port is already in use by another process; stop it, or point the project at that server with settings (CASEREVIEW_KAFKA_BOOTSTRAP / CASEREVIEW_MONGO_URL)"
+    fi
+    sleep 0.2
+  done
 }
 
 # Runs a readiness command until it succeeds, the process dies, or the bound passes.

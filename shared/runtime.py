@@ -1,14 +1,25 @@
-"""Starting a service process: logging, the ASGI server, and clean shutdown on SIGTERM."""
+"""Starting a service process: logging, the ASGI server, the consumer's lifespan, and clean
+shutdown on SIGTERM."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import uvicorn
+from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity
+from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
 
+from shared.consuming import ConsumerMonitor
+from shared.kafka import ensure_topics, wait_for_kafka
 from shared.log import configure_logging, get_logger
+from shared.mongo import Document, ping
 from shared.settings import CommonSettings
 
 
@@ -35,6 +46,64 @@ def log_started(service: str, settings: CommonSettings) -> None:
 def log_stopped(service: str) -> None:
     """The line every service writes once its consumers stopped and its clients closed."""
     get_logger().info("service stopped", service=service)
+
+
+def consumer_monitor(
+    group: str, settings: CommonSettings, broker: KafkaBroker, client: AsyncMongoClient[Document]
+) -> ConsumerMonitor:
+    """The monitor of a service's consumer group, watching its broker and its store."""
+    return ConsumerMonitor(
+        group,
+        settings.stats_interval_s,
+        {"kafka": lambda: broker.ping(timeout=2.0), "mongodb": lambda: ping(client)},
+    )
+
+
+def consumer_lifespan(
+    service: str,
+    settings: CommonSettings,
+    *,
+    security: BaseSecurity | None,
+    topics: Sequence[str],
+    broker: KafkaBroker,
+    client: AsyncMongoClient[Document],
+    monitor: ConsumerMonitor,
+    prepare_store: Callable[[], Awaitable[None]],
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The lifespan every service shares.
+
+    Up: waits for Kafka, creates the service's topics, prepares the store, starts consuming,
+    then the background tasks and the monitor's reports. Down (SIGTERM): the tasks are
+    cancelled first, then the broker stops (FastStream finishes or abandons the batch in
+    hand without committing it), and the store's client closes last.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await wait_for_kafka(settings.kafka_bootstrap, security=security)
+        await ensure_topics(
+            settings.kafka_bootstrap,
+            dict.fromkeys(topics, settings.topic_partitions),
+            security=security,
+        )
+        await prepare_store()
+        await broker.start()
+        tasks = [asyncio.create_task(work()) for work in (*background, monitor.report_forever)]
+        log_started(service, settings)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await broker.stop()
+            await client.close()
+            log_stopped(service)
+
+    return lifespan
 
 
 def serve(

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -13,11 +9,10 @@ from services.intake.handlers import SubmitEndpoint, subscribe
 from services.intake.process import Intake
 from services.intake.settings import IntakeSettings
 from services.intake.store import IntakeStore
-from shared.consuming import ConsumerMonitor
 from shared.http import health_routes
-from shared.kafka import ensure_topics, kafka_security, make_broker, wait_for_kafka
-from shared.mongo import database, make_client, ping
-from shared.runtime import log_started, log_stopped
+from shared.kafka import kafka_security, make_broker
+from shared.mongo import database, make_client
+from shared.runtime import consumer_lifespan, consumer_monitor
 from shared.secrets import load_token_hashes, secret_key
 from shared.taxonomy import load_taxonomy
 
@@ -46,11 +41,7 @@ def create_app(settings: IntakeSettings | None = None) -> Starlette:
         rejected_topic=settings.topic_rejected,
         max_bytes=settings.max_message_bytes,
     )
-    monitor = ConsumerMonitor(
-        settings.intake_group,
-        settings.stats_interval_s,
-        {"kafka": lambda: broker.ping(timeout=2.0), "mongodb": lambda: ping(client)},
-    )
+    monitor = consumer_monitor(settings.intake_group, settings, broker, client)
     subscribe(broker, intake, settings, monitor)
     submit = SubmitEndpoint(
         intake=intake,
@@ -59,29 +50,16 @@ def create_app(settings: IntakeSettings | None = None) -> Starlette:
         token_hashes=load_token_hashes(settings.agency_tokens_file),
     )
 
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await wait_for_kafka(settings.kafka_bootstrap, security=security)
-        await ensure_topics(
-            settings.kafka_bootstrap,
-            {
-                settings.topic_submitted: settings.topic_partitions,
-                settings.topic_accepted: settings.topic_partitions,
-                settings.topic_rejected: settings.topic_partitions,
-            },
-            security=security,
-        )
-        await store.ensure_indexes()
-        await broker.start()
-        stats = asyncio.create_task(monitor.report_forever())
-        log_started(SERVICE, settings)
-        try:
-            yield
-        finally:
-            stats.cancel()
-            await broker.stop()
-            await client.close()
-            log_stopped(SERVICE)
+    lifespan = consumer_lifespan(
+        SERVICE,
+        settings,
+        security=security,
+        topics=[settings.topic_submitted, settings.topic_accepted, settings.topic_rejected],
+        broker=broker,
+        client=client,
+        monitor=monitor,
+        prepare_store=store.ensure_indexes,
+    )
 
     return Starlette(
         routes=[

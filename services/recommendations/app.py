@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -14,12 +9,11 @@ from services.recommendations.handlers import ActionsApi, run_upkeep, subscribe
 from services.recommendations.process import Clock, Recommendations, utc_now
 from services.recommendations.settings import RecommendationsSettings
 from services.recommendations.store import RecommendationsStore
-from shared.consuming import ConsumerMonitor
 from shared.http import health_routes
-from shared.kafka import ensure_topics, kafka_security, make_broker, wait_for_kafka
-from shared.mongo import database, make_client, ping
+from shared.kafka import kafka_security, make_broker
+from shared.mongo import database, make_client
 from shared.routing import Routing, load_routing
-from shared.runtime import log_started, log_stopped
+from shared.runtime import consumer_lifespan, consumer_monitor
 from shared.secrets import load_token_hashes
 from shared.taxonomy import load_taxonomy
 
@@ -67,40 +61,21 @@ def create_app(
         clock=clock,
         lease_s=settings.publish_lease_s,
     )
-    monitor = ConsumerMonitor(
-        settings.recommendations_group,
-        settings.stats_interval_s,
-        {"kafka": lambda: broker.ping(timeout=2.0), "mongodb": lambda: ping(client)},
-    )
+    monitor = consumer_monitor(settings.recommendations_group, settings, broker, client)
     subscribe(broker, use_case, settings, monitor)
     api = ActionsApi(use_case, tokens)
 
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await wait_for_kafka(settings.kafka_bootstrap, security=security)
-        await ensure_topics(
-            settings.kafka_bootstrap,
-            {
-                settings.topic_themes: settings.topic_partitions,
-                settings.topic_actions: settings.topic_partitions,
-            },
-            security=security,
-        )
-        await store.ensure_indexes()
-        await broker.start()
-        upkeep = asyncio.create_task(run_upkeep(use_case, settings.escalation_interval_s, monitor))
-        stats = asyncio.create_task(monitor.report_forever())
-        log_started(SERVICE, settings)
-        try:
-            yield
-        finally:
-            stats.cancel()
-            upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await upkeep
-            await broker.stop()
-            await client.close()
-            log_stopped(SERVICE)
+    lifespan = consumer_lifespan(
+        SERVICE,
+        settings,
+        security=security,
+        topics=[settings.topic_themes, settings.topic_actions],
+        broker=broker,
+        client=client,
+        monitor=monitor,
+        prepare_store=store.ensure_indexes,
+        background=[lambda: run_upkeep(use_case, settings.escalation_interval_s, monitor)],
+    )
 
     return Starlette(
         routes=[

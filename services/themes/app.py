@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -14,12 +10,11 @@ from services.themes.handlers import ReadApi, subscribe
 from services.themes.process import Themes
 from services.themes.settings import ThemesSettings
 from services.themes.store import ThemesStore
-from shared.consuming import ConsumerMonitor
 from shared.http import health_routes
-from shared.kafka import ensure_topics, kafka_security, make_broker, wait_for_kafka
+from shared.kafka import kafka_security, make_broker
 from shared.log import trace_headers
-from shared.mongo import database, make_client, ping
-from shared.runtime import log_started, log_stopped
+from shared.mongo import database, make_client
+from shared.runtime import consumer_lifespan, consumer_monitor
 from shared.taxonomy import load_taxonomy
 
 SERVICE = "themes"
@@ -50,36 +45,20 @@ def create_app(settings: ThemesSettings | None = None) -> Starlette:
         themes_topic=settings.topic_themes,
         lease_s=settings.themes_publish_lease_s,
     )
-    monitor = ConsumerMonitor(
-        settings.themes_group,
-        settings.stats_interval_s,
-        {"kafka": lambda: broker.ping(timeout=2.0), "mongodb": lambda: ping(client)},
-    )
+    monitor = consumer_monitor(settings.themes_group, settings, broker, client)
     subscribe(broker, themes, settings, monitor)
     read = ReadApi(store)
 
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await wait_for_kafka(settings.kafka_bootstrap, security=security)
-        await ensure_topics(
-            settings.kafka_bootstrap,
-            {
-                settings.topic_accepted: settings.topic_partitions,
-                settings.topic_themes: settings.topic_partitions,
-            },
-            security=security,
-        )
-        await store.ensure_indexes()
-        await broker.start()
-        stats = asyncio.create_task(monitor.report_forever())
-        log_started(SERVICE, settings)
-        try:
-            yield
-        finally:
-            stats.cancel()
-            await broker.stop()
-            await client.close()
-            log_stopped(SERVICE)
+    lifespan = consumer_lifespan(
+        SERVICE,
+        settings,
+        security=security,
+        topics=[settings.topic_accepted, settings.topic_themes],
+        broker=broker,
+        client=client,
+        monitor=monitor,
+        prepare_store=store.ensure_indexes,
+    )
 
     return Starlette(
         routes=[

@@ -67,6 +67,23 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _threads_left(pid: int) -> bool:
+    """Whether threads of the process other than its (zombie) leader still exist."""
+    try:
+        return any(tid != str(pid) for tid in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return False
+
+
+def _accepting(port: int) -> bool:
+    """Whether something accepts connections on the loopback port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class NativePair:
     """Kafka and FerretDB run by the project's scripts under their own `CASEREVIEW_LOCAL` and
@@ -143,7 +160,11 @@ class NativePair:
             raise NativeUnavailableError(f"{server} is not running under {self.local}")
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + timeout_s
-        while _alive(pid):
+        # A killed JVM's main thread is a zombie while its other threads are still being torn
+        # down, and its sockets stay open until the last one is gone: wait for the port too,
+        # or a restart at once finds it taken.
+        port = self.kafka_port if server == "kafka" else self.mongo_port
+        while _alive(pid) or _threads_left(pid) or _accepting(port):
             if time.monotonic() > deadline:
                 raise NativeUnavailableError(f"{server} (pid {pid}) survived SIGKILL")
             time.sleep(0.05)
