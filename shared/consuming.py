@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage as InjectedMessage
 from faststream.kafka.message import KafkaMessage
+from faststream.middlewares import AckPolicy
 
 from shared.log import describe, get_logger
 
 log = get_logger()
+
+T = TypeVar("T")
 
 Check = Callable[[], Awaitable[bool]]
 """Answers whether one dependency (Kafka, MongoDB) is reachable now."""
@@ -227,3 +232,36 @@ async def settle(
         return
     monitor.batches += 1
     monitor.records += records
+
+
+def subscribe_batches(
+    broker: KafkaBroker,
+    topic: str,
+    *,
+    group: str,
+    max_records: int,
+    monitor: ConsumerMonitor,
+    decode: Callable[[Any], T],
+    process: Callable[[list[T]], Awaitable[object]],
+) -> None:
+    """Consumes `topic` in batches of up to `max_records` as `group`: each aiokafka record is
+    turned into what `process` takes by `decode`, and offsets move only after `process`
+    returned (`settle`); a new group starts from the earliest offset."""
+    subscriber = broker.subscriber(
+        topic,
+        group_id=group,
+        batch=True,
+        max_records=max_records,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.MANUAL,
+    )
+    monitor.watch(subscriber)
+
+    @subscriber
+    async def on_batch(message: InjectedMessage) -> None:
+        batch = [decode(r) for r in records_of(message)]
+
+        async def work() -> None:
+            await process(batch)
+
+        await settle(message, work, monitor=monitor)

@@ -7,15 +7,13 @@ import hmac
 import json
 
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from faststream.middlewares import AckPolicy
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from services.intake.domain import Refused
 from services.intake.process import Incoming, Intake
 from services.intake.settings import IntakeSettings
-from shared.consuming import ConsumerMonitor, records_of, settle
+from shared.consuming import ConsumerMonitor, subscribe_batches
 from shared.http import error
 from shared.log import get_logger
 
@@ -26,26 +24,15 @@ def subscribe(
     broker: KafkaBroker, intake: Intake, settings: IntakeSettings, monitor: ConsumerMonitor
 ) -> None:
     """Consumes the submitted topic in batches; offsets move only after `Intake.process`."""
-    subscriber = broker.subscriber(
+    subscribe_batches(
+        broker,
         settings.topic_submitted,
-        group_id=settings.intake_group,
-        batch=True,
+        group=settings.intake_group,
         max_records=settings.intake_batch_max,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL,
+        monitor=monitor,
+        decode=lambda r: Incoming(r.topic, r.partition, r.offset, r.value or b""),
+        process=intake.process,
     )
-    monitor.watch(subscriber)
-
-    @subscriber
-    async def on_submitted(message: KafkaMessage) -> None:
-        batch = [
-            Incoming(r.topic, r.partition, r.offset, r.value or b"") for r in records_of(message)
-        ]
-
-        async def work() -> None:
-            await intake.process(batch)
-
-        await settle(message, work, monitor=monitor)
 
 
 class SubmitEndpoint:

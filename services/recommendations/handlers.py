@@ -10,8 +10,6 @@ import uuid
 from typing import Any
 
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from faststream.middlewares import AckPolicy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,7 +18,7 @@ from services.recommendations.domain import TRANSITIONS, Refused
 from services.recommendations.process import Forbidden, Incoming, NotFound, Recommendations
 from services.recommendations.settings import RecommendationsSettings
 from services.recommendations.store import HistoryEntry, StoredAction
-from shared.consuming import ConsumerMonitor, records_of, settle
+from shared.consuming import ConsumerMonitor, subscribe_batches
 from shared.contracts import ActionStatus
 from shared.http import error
 from shared.log import CAUSED_BY_HEADER, causes_of, describe, get_logger
@@ -49,24 +47,15 @@ def subscribe(
     monitor: ConsumerMonitor,
 ) -> None:
     """Consumes the themes topic in batches; offsets move only after `process` returned."""
-    subscriber = broker.subscriber(
+    subscribe_batches(
+        broker,
         settings.topic_themes,
-        group_id=settings.recommendations_group,
-        batch=True,
+        group=settings.recommendations_group,
         max_records=settings.recommendations_batch_max,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL,
+        monitor=monitor,
+        decode=_incoming,
+        process=use_case.process,
     )
-    monitor.watch(subscriber)
-
-    @subscriber
-    async def on_snapshots(message: KafkaMessage) -> None:
-        batch = [_incoming(r) for r in records_of(message)]
-
-        async def work() -> None:
-            await use_case.process(batch)
-
-        await settle(message, work, monitor=monitor)
 
 
 async def run_upkeep(

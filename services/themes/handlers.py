@@ -6,15 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from faststream.middlewares import AckPolicy
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from services.themes.process import Incoming, Themes
 from services.themes.settings import ThemesSettings
 from services.themes.store import AuditRecord, ThemesStore
-from shared.consuming import ConsumerMonitor, records_of, settle
+from shared.consuming import ConsumerMonitor, subscribe_batches
 from shared.http import error
 
 
@@ -22,26 +20,15 @@ def subscribe(
     broker: KafkaBroker, themes: Themes, settings: ThemesSettings, monitor: ConsumerMonitor
 ) -> None:
     """Consumes accepted reviews in batches; offsets move only after `Themes.process`."""
-    subscriber = broker.subscriber(
+    subscribe_batches(
+        broker,
         settings.topic_accepted,
-        group_id=settings.themes_group,
-        batch=True,
+        group=settings.themes_group,
         max_records=settings.themes_batch_max,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL,
+        monitor=monitor,
+        decode=lambda r: Incoming(r.topic, r.partition, r.offset, r.value or b""),
+        process=themes.process,
     )
-    monitor.watch(subscriber)
-
-    @subscriber
-    async def on_reviews_accepted(message: KafkaMessage) -> None:
-        batch = [
-            Incoming(r.topic, r.partition, r.offset, r.value or b"") for r in records_of(message)
-        ]
-
-        async def work() -> None:
-            await themes.process(batch)
-
-        await settle(message, work, monitor=monitor)
 
 
 def _iso(moment: datetime | None) -> str | None:
