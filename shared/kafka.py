@@ -45,6 +45,12 @@ def _client_options(security: BaseSecurity | None) -> dict[str, Any]:
     return parse_security(security)
 
 
+def kafka_client_options(settings: CommonSettings) -> dict[str, Any]:
+    """aiokafka client keyword arguments that authenticate as the settings say (none for
+    PLAINTEXT): what a plain aiokafka client outside a service (the CLI) passes."""
+    return _client_options(kafka_security(settings))
+
+
 def make_broker(bootstrap: str, service: str, security: BaseSecurity | None = None) -> KafkaBroker:
     """A broker whose producer is idempotent and waits for all in-sync replicas."""
     return KafkaBroker(

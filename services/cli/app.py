@@ -147,7 +147,7 @@ def _progress() -> Progress:
 
 
 async def _submit_kafka(settings: CliSettings, lines: list[Line]) -> None:
-    async with producer(settings.kafka_bootstrap) as kafka:
+    async with producer(settings) as kafka:
         with _progress() as progress:
             task = progress.add_task("sending", total=len(lines))
 
@@ -283,9 +283,7 @@ def rejected(
 
     async def work() -> None:
         floor = _instant(since) if since else None
-        messages, unreadable = await read_rejected(
-            settings.kafka_bootstrap, settings.topic_rejected
-        )
+        messages, unreadable = await read_rejected(settings, settings.topic_rejected)
         chosen = [m for m in messages if floor is None or m.rejected_at >= floor]
         if unreadable:
             err.print(f"{len(unreadable)} records on {settings.topic_rejected} were unreadable.")

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from services.cli.settings import CliSettings
 from shared.contracts import ActionV1, FindingRejectedV1, ThemeSnapshotV1
+from shared.kafka import kafka_client_options
+from shared.settings import CommonSettings
 
 T = TypeVar("T")
 
@@ -236,13 +238,15 @@ def _parse(adapter: TypeAdapter[T], body: Any, service: str, what: str) -> T:
 
 
 @contextlib.asynccontextmanager
-async def producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+async def producer(settings: CommonSettings) -> AsyncIterator[AIOKafkaProducer]:
     """An idempotent producer that waits for every in-sync replica."""
+    bootstrap = settings.kafka_bootstrap
     kafka = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         client_id="casereview-cli",
         enable_idempotence=True,
         acks="all",
+        **kafka_client_options(settings),
     )
     try:
         await kafka.start()
@@ -262,11 +266,18 @@ async def send(kafka: AIOKafkaProducer, topic: str, key: bytes, value: bytes) ->
 
 
 @contextlib.asynccontextmanager
-async def _kafka(bootstrap: str) -> AsyncIterator[tuple[AIOKafkaAdminClient, AIOKafkaConsumer]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="casereview-cli")
+async def _kafka(
+    settings: CommonSettings,
+) -> AsyncIterator[tuple[AIOKafkaAdminClient, AIOKafkaConsumer]]:
+    bootstrap = settings.kafka_bootstrap
+    options = kafka_client_options(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="casereview-cli", **options)
     # No group: reading commits nothing and disturbs no service's offsets.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="casereview-cli"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        client_id="casereview-cli",
+        **options,
     )
     try:
         await admin.start()
@@ -305,10 +316,10 @@ class Unreadable:
 
 
 async def read_rejected(
-    bootstrap: str, topic: str
+    settings: CommonSettings, topic: str
 ) -> tuple[list[FindingRejectedV1], list[Unreadable]]:
     """Every message on the rejected topic, from the start to its end as of now."""
-    async with _kafka(bootstrap) as (admin, consumer):
+    async with _kafka(settings) as (admin, consumer):
         partitions = (await _partitions(admin, [topic]))[topic]
         if not partitions:
             return [], []
@@ -352,7 +363,7 @@ class Pipeline:
     """Watches the three services' consumer groups against their input topics."""
 
     def __init__(self, settings: CliSettings) -> None:
-        self._bootstrap = settings.kafka_bootstrap
+        self._settings = settings
         self._inputs = {
             settings.intake_group: settings.topic_submitted,
             settings.themes_group: settings.topic_accepted,
@@ -385,7 +396,7 @@ class Pipeline:
         deadline = loop.time() + timeout_s
         last: PipelineState | None = None
         since = loop.time()
-        async with _kafka(self._bootstrap) as (admin, consumer):
+        async with _kafka(self._settings) as (admin, consumer):
             while True:
                 state = await self._state(admin, consumer)
                 on_state(state)

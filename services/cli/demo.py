@@ -65,7 +65,7 @@ async def submit_as_agencies(
 
         async def agency_system(agency: str, submissions: Sequence[Submission]) -> None:
             task = progress.add_task(agency, total=len(submissions))
-            async with producer(settings.kafka_bootstrap) as kafka:
+            async with producer(settings) as kafka:
                 for submission in submissions:
                     await send(
                         kafka, settings.topic_submitted, submission.key, submission.to_json()
@@ -178,7 +178,7 @@ async def run(settings: CliSettings, console: Console, err: Console) -> Outcome:
     audit, themes = found.audit, found.themes
     names.update({a.sub_group: a.sub_group_name for a in actions if a.sub_group_name})
     refused = {str(s.event.event_id) for s in submissions if s.refused_for is not None}
-    every, _ = await read_rejected(settings.kafka_bootstrap, settings.topic_rejected)
+    every, _ = await read_rejected(settings, settings.topic_rejected)
     # The latest answer to each refused event: re-runs add one each, this run's comes last.
     latest = {m.event_id: m for m in every if m.event_id in refused}
     data = BriefingData(
