@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -447,4 +447,15 @@ def init_secrets(
 
 def main() -> None:
     """The console script's entry point."""
-    app()
+    try:
+        app()
+    except ValidationError as error:
+        if error.title != CliSettings.__name__:
+            raise
+        # The environment's settings are wrong: say which and why, never their values (one
+        # may be a password).
+        for item in error.errors(include_url=False, include_input=False):
+            where = "".join(f"{p}: " for p in item["loc"])
+            line = f"casereview: settings: {where}{item['msg'].removeprefix('Value error, ')}"
+            err.print(line, markup=False, highlight=False)
+        raise SystemExit(1) from None

@@ -237,6 +237,14 @@ def _parse(adapter: TypeAdapter[T], body: Any, service: str, what: str) -> T:
 # --- Kafka ------------------------------------------------------------------------------
 
 
+def _unreachable(bootstrap: str) -> str:
+    # aiokafka reports a refused login as a failed connection; its own log line says which.
+    return (
+        f"kafka at {bootstrap} did not accept a connection: is it running, and does it want "
+        "other security settings (CASEREVIEW_KAFKA_SECURITY_PROTOCOL, CASEREVIEW_KAFKA_SASL_*)?"
+    )
+
+
 @contextlib.asynccontextmanager
 async def producer(settings: CommonSettings) -> AsyncIterator[AIOKafkaProducer]:
     """An idempotent producer that waits for every in-sync replica."""
@@ -252,7 +260,7 @@ async def producer(settings: CommonSettings) -> AsyncIterator[AIOKafkaProducer]:
         await kafka.start()
     except KafkaError:
         await kafka.stop()
-        raise CliError(f"kafka not reachable at {bootstrap}") from None
+        raise CliError(_unreachable(bootstrap)) from None
     try:
         yield kafka
     finally:
@@ -285,7 +293,7 @@ async def _kafka(
     except KafkaError:
         await consumer.stop()
         await admin.close()
-        raise CliError(f"kafka not reachable at {bootstrap}") from None
+        raise CliError(_unreachable(bootstrap)) from None
     try:
         yield admin, consumer
     finally:

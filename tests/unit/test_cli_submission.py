@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,5 +79,29 @@ def test_kafka_down_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["submit", str(path)], env=env)
     assert result.exit_code == 1
     assert (
-        result.stderr.strip().splitlines()[-1] == "casereview: kafka not reachable at 127.0.0.1:1"
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("casereview: kafka at 127.0.0.1:1 did not accept a connection")
     )
+
+
+def test_a_settings_error_is_one_line_without_the_values() -> None:
+    # The console script's entry point, as a user runs it: settings come from the environment.
+    env = {
+        **os.environ,
+        "CASEREVIEW_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "CASEREVIEW_KAFKA_SASL_PASSWORD": "s3cret-value",
+    }
+    env.pop("CASEREVIEW_KAFKA_SASL_USERNAME", None)
+    result = subprocess.run(
+        [sys.executable, "-c", "from services.cli.app import main; main()", "audits"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("casereview: settings: ")
+    assert "CASEREVIEW_KAFKA_SASL_USERNAME" in result.stderr
+    assert "s3cret-value" not in result.stderr
+    assert "Traceback" not in result.stderr
