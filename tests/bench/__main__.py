@@ -29,6 +29,23 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"BENCH_{name}", default)
 
 
+# The numeric options: flag, type, default, help. Each also reads BENCH_<FLAG> (upper case,
+# dashes as underscores), e.g. BENCH_LATENCY_RATE.
+NUMBERS: tuple[tuple[str, type[int] | type[float], str, str], ...] = (
+    ("--duration", float, "60", "seconds each measured phase should last (default 60)"),
+    ("--target-rate", float, "5000", "size the throughput load to last --duration at this rate"),
+    ("--latency-rate", float, "1000", "offered load of the latency phase, events/s (default 1000)"),
+    ("--audits", int, "50", "audits in the throughput load (default 50)"),
+    ("--cases", int, "0", "cases per audit; 0 sizes them from --duration and --target-rate"),
+    ("--active-audits", int, "8", "audits under way at once in the throughput load (default 8)"),
+    ("--latency-audits", int, "10", "audits the latency markers go round (default 10)"),
+    ("--poison", float, "0.01", "share of extra bad records and re-sends (default 0.01)"),
+    ("--partitions", int, "4", "partitions of each topic (default 4)"),
+    ("--seed", int, "7", "seed of the generated load (default 7)"),
+    ("--timeout", float, "0", "seconds a phase may take to drain; 0: max(300, 6 x duration)"),
+)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     """The command line; each option also reads a `BENCH_<NAME>` environment variable."""
     p = argparse.ArgumentParser(
@@ -36,66 +53,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         description="Throughput, latency and cost of the three services against a raw-Kafka "
         "baseline, on the broker and store the CASEREVIEW_ settings name.",
     )
-    p.add_argument(
-        "--duration",
-        type=float,
-        default=float(_env("DURATION", "60")),
-        help="seconds each measured phase should last (default 60)",
-    )
-    p.add_argument(
-        "--target-rate",
-        type=float,
-        default=float(_env("TARGET_RATE", "5000")),
-        help="the throughput load is sized to last --duration at this rate",
-    )
-    p.add_argument(
-        "--latency-rate",
-        type=float,
-        default=float(_env("LATENCY_RATE", "1000")),
-        help="offered load of the latency phase, events/s (default 1000)",
-    )
-    p.add_argument(
-        "--audits",
-        type=int,
-        default=int(_env("AUDITS", "50")),
-        help="audits in the throughput load (default 50)",
-    )
-    p.add_argument(
-        "--cases",
-        type=int,
-        default=int(_env("CASES", "0")),
-        help="cases per audit; 0 sizes them from --duration and --target-rate",
-    )
-    p.add_argument(
-        "--active-audits",
-        type=int,
-        default=int(_env("ACTIVE_AUDITS", "8")),
-        help="audits under way at once in the throughput load (default 8)",
-    )
-    p.add_argument(
-        "--latency-audits",
-        type=int,
-        default=int(_env("LATENCY_AUDITS", "10")),
-        help="audits the latency markers go round (default 10)",
-    )
-    p.add_argument(
-        "--poison",
-        type=float,
-        default=float(_env("POISON", "0.01")),
-        help="share of extra bad records and re-sends (default 0.01)",
-    )
-    p.add_argument("--partitions", type=int, default=int(_env("PARTITIONS", "4")))
-    p.add_argument("--seed", type=int, default=int(_env("SEED", "7")))
+    for flag, kind, default, text in NUMBERS:
+        env = flag.removeprefix("--").upper().replace("-", "_")
+        p.add_argument(flag, type=kind, default=kind(_env(env, default)), help=text)
     p.add_argument(
         "--phases",
         default=_env("PHASES", ",".join(PHASES)),
         help=f"comma-separated, from {', '.join(PHASES)}",
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=float(_env("TIMEOUT", "0")),
-        help="seconds a phase may take to drain; 0: max(300, 6 x duration)",
     )
     p.add_argument(
         "--set",

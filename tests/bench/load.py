@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.taxonomy import default_taxonomy
-from tests.support.workload import AGENCIES, LEGAL, generate
+from tests.support.workload import AGENCIES, LEGAL, findings_of, generate
 
 # A valid NHS number (modulus-11 check digit holds): intake must refuse it as a case reference.
 NHS_NUMBER = "9434765919"
@@ -136,12 +136,7 @@ def latency_load(*, events: int, audits: int, seed: int) -> Load:
         audit_id = names[n % audits]
         agency_id, agency_type = rng.choice(AGENCIES)
         pool = favoured[audit_id] if rng.random() < 0.7 else codes
-        findings: list[dict[str, Any]] = []
-        for code in sorted(rng.sample(pool, rng.randint(3, 6))):
-            item: dict[str, Any] = {"code": code}
-            if default_taxonomy().codes[code].waits:
-                item["waited_days"] = rng.randint(0, 120)
-            findings.append(item)
+        findings = findings_of(rng, sorted(rng.sample(pool, rng.randint(3, 6))))
         out.append(
             {
                 "schema_version": 1,

@@ -15,10 +15,9 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from shared.mongo import Document
-from tests.conftest import namespaced
 from tests.support.browser import render
 from tests.support.infra import REPO, Servers
-from tests.support.services import ServiceProcess, environment, free_port
+from tests.support.services import ServiceProcess, environment, free_port, process_values
 
 pytestmark = pytest.mark.e2e
 
@@ -48,20 +47,7 @@ def casereview(
 @pytest.fixture
 def values(servers: Servers, namespace: str, tmp_path: Path) -> dict[str, Any]:
     ports = {name: free_port() for name in ("intake", "themes", "recommendations")}
-    secrets = tmp_path / "secrets"
-    return namespaced(
-        servers,
-        namespace,
-        local_dir=str(tmp_path),
-        intake_group=f"{namespace}-intake",
-        themes_group=f"{namespace}-themes",
-        recommendations_group=f"{namespace}-recommendations",
-        agency_tokens_file=str(secrets / "agency-tokens.yaml"),
-        recommendations_tokens_file=str(secrets / "lead-tokens.yaml"),
-        stats_interval_s=1,
-        **{f"{name}_port": port for name, port in ports.items()},
-        **{f"{name}_url": f"http://127.0.0.1:{port}" for name, port in ports.items()},
-    )
+    return process_values(servers, namespace, tmp_path, ports, stats_interval_s=1)
 
 
 @pytest.fixture

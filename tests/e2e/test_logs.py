@@ -19,12 +19,11 @@ from pymongo import MongoClient
 
 from services.cli import ops
 from shared.mongo import Document
-from tests.conftest import namespaced
 from tests.e2e.test_demo import casereview
 from tests.support.infra import Servers
 from tests.support.kafka import read_all
 from tests.support.logs import leaks, lines, problems
-from tests.support.services import ServiceProcess, free_port
+from tests.support.services import ServiceProcess, free_port, process_values
 
 pytestmark = pytest.mark.e2e
 
@@ -55,19 +54,7 @@ def run(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     local = tmp_path_factory.mktemp("ops")
     namespace = f"t{uuid.uuid4().hex[:10]}"
     ports = {name: free_port() for name in SERVICES}
-    values = namespaced(
-        servers,
-        namespace,
-        local_dir=str(local),
-        intake_group=f"{namespace}-intake",
-        themes_group=f"{namespace}-themes",
-        recommendations_group=f"{namespace}-recommendations",
-        agency_tokens_file=str(local / "secrets" / "agency-tokens.yaml"),
-        recommendations_tokens_file=str(local / "secrets" / "lead-tokens.yaml"),
-        stats_interval_s=INTERVAL_S,
-        **{f"{name}_port": port for name, port in ports.items()},
-        **{f"{name}_url": f"http://127.0.0.1:{port}" for name, port in ports.items()},
-    )
+    values = process_values(servers, namespace, local, ports, stats_interval_s=INTERVAL_S)
     (local / "logs").mkdir()
     logs = {name: local / "logs" / f"{name}.log" for name in SERVICES}
     processes = [ServiceProcess(name, values, logs[name]) for name in SERVICES]

@@ -20,11 +20,10 @@ from aiokafka.structs import OffsetAndMetadata
 
 from services.intake.domain import pseudonymise
 from shared.routing import default_routing
-from tests.conftest import namespaced
 from tests.support.infra import Servers
 from tests.support.kafka import publish, read_all
 from tests.support.native import stable_port
-from tests.support.services import ServiceProcess
+from tests.support.services import ServiceProcess, process_values
 
 Name = Literal["intake", "themes", "recommendations"]
 NAMES: tuple[Name, ...] = ("intake", "themes", "recommendations")
@@ -82,24 +81,19 @@ class Pipeline:
         self.lead_tokens = {
             group: f"lead-{group}-{secrets.token_hex(8)}" for group in default_routing().sub_groups
         }
-        agency_file = self._hashes("agency-tokens.yaml", self.agency_tokens)
-        lead_file = self._hashes("lead-tokens.yaml", self.lead_tokens)
+        # Where `process_values` tells the services to read them.
+        self._hashes("agency-tokens.yaml", self.agency_tokens)
+        self._hashes("lead-tokens.yaml", self.lead_tokens)
         ports: dict[str, int] = {}
         for name in NAMES:
             ports[name] = stable_port(frozenset(ports.values()))
-        self.values = namespaced(
+        self.values = process_values(
             servers,
             namespace,
-            local_dir=str(folder),
+            folder,
+            ports,
             pseudonym_key=self.key,
-            intake_group=f"{namespace}-intake",
-            themes_group=f"{namespace}-themes",
-            recommendations_group=f"{namespace}-recommendations",
-            agency_tokens_file=str(agency_file),
-            recommendations_tokens_file=str(lead_file),
             stats_interval_s=5,
-            **{f"{name}_port": port for name, port in ports.items()},
-            **{f"{name}_url": f"http://127.0.0.1:{port}" for name, port in ports.items()},
         )
         self.processes = {
             name: ServiceProcess(name, self.values, folder / f"{name}.log") for name in NAMES
@@ -107,13 +101,12 @@ class Pipeline:
         self.kills: dict[str, int] = dict.fromkeys(NAMES, 0)
         self.restarts: dict[str, int] = dict.fromkeys(NAMES, 0)
 
-    def _hashes(self, name: str, tokens: dict[str, str]) -> Path:
+    def _hashes(self, name: str, tokens: dict[str, str]) -> None:
         path = self.folder / "secrets" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
             "".join(f"{k}: {hashlib.sha256(v.encode()).hexdigest()}\n" for k, v in tokens.items())
         )
-        return path
 
     # --- settings ------------------------------------------------------------------------
 

@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.support.infra import REPO
+from tests.conftest import namespaced
+from tests.support.infra import REPO, Servers
 
 
 def free_port() -> int:
@@ -22,6 +23,33 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def process_values(
+    servers: Servers,
+    namespace: str,
+    local_dir: Path,
+    ports: Mapping[str, int],
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Settings values for the three services run as processes, and for the CLI beside them:
+    the test's topics and database, consumer groups of its own, bearer-token files under
+    `local_dir/secrets/` (where `casereview init-secrets` writes them), and each service's
+    port and the URL the CLI calls it on. `overrides` win."""
+    secrets = local_dir / "secrets"
+    return namespaced(
+        servers,
+        namespace,
+        local_dir=str(local_dir),
+        intake_group=f"{namespace}-intake",
+        themes_group=f"{namespace}-themes",
+        recommendations_group=f"{namespace}-recommendations",
+        agency_tokens_file=str(secrets / "agency-tokens.yaml"),
+        recommendations_tokens_file=str(secrets / "lead-tokens.yaml"),
+        **{f"{name}_port": port for name, port in ports.items()},
+        **{f"{name}_url": f"http://127.0.0.1:{port}" for name, port in ports.items()},
+        **overrides,
+    )
 
 
 def environment(values: dict[str, Any]) -> dict[str, str]:

@@ -11,6 +11,7 @@ import random
 import statistics
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,17 @@ AGENCIES = [
     ("county-health", "community_health"),
 ]
 LEGAL = ["child_in_need", "child_protection_plan", "child_in_care"]
+
+
+def findings_of(rng: random.Random, codes: Sequence[str]) -> list[dict[str, Any]]:
+    """A review's findings for these codes, with a wait in days where the code records one."""
+    findings: list[dict[str, Any]] = []
+    for code in codes:
+        item: dict[str, Any] = {"code": code}
+        if default_taxonomy().codes[code].waits:
+            item["waited_days"] = rng.randint(0, 120)
+        findings.append(item)
+    return findings
 
 
 def generate(
@@ -57,12 +69,9 @@ def generate(
                 for revision in range(1, rng.randint(1, max_revision) + 1):
                     pool = leaning if favoured_only or rng.random() < 0.7 else codes
                     chosen = sorted(set(rng.sample(pool, min(len(pool), findings_per_review))))
-                    findings: list[dict[str, Any]] = []
-                    for code in chosen[: rng.randint(min_findings, findings_per_review)]:
-                        item: dict[str, Any] = {"code": code}
-                        if default_taxonomy().codes[code].waits:
-                            item["waited_days"] = rng.randint(0, 120)
-                        findings.append(item)
+                    findings = findings_of(
+                        rng, chosen[: rng.randint(min_findings, findings_per_review)]
+                    )
                     events.append(
                         {
                             "schema_version": 1,
