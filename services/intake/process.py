@@ -126,7 +126,7 @@ class Intake:
             *(self._forward(record, verdict) for record, verdict in forwards),
             *(self._answer(record, refusal, now) for record, refusal in to_answer),
         )
-        await self._store.mark_forwarded([v.revision_key for _, v in forwards])
+        await self._store.mark_forwarded([v for _, v in forwards])
         await self._store.mark_answered([(r.position, v) for r, v in to_answer], now)
         tally = Tally(accepted=len(forwards), duplicates=duplicates, rejected=len(refusals))
         if batch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -28,8 +29,10 @@ class IntakeStore:
         self._refusals = db["intake_refusals"]
 
     async def ensure_indexes(self) -> None:
-        """Creates the unique index on event id (the revision key is the `_id`)."""
+        """Creates the unique index on event id (the revision key is the `_id`) and the one
+        claims are marked forwarded by."""
         await self._claims.create_index([("event_id", ASCENDING)], unique=True)
+        await self._claims.create_index([("audit_id", ASCENDING)])
 
     async def claim(self, admitted: Sequence[Admitted], now: datetime) -> list[tuple[Claim, bool]]:
         """Takes each revision key if free; returns the claim that holds it and whether this
@@ -39,6 +42,7 @@ class IntakeStore:
         docs: list[dict[str, Any]] = [
             {
                 "_id": a.revision_key,
+                "audit_id": a.review.audit_id,
                 "event_id": a.review.event_id,
                 "fingerprint": a.fingerprint,
                 "forwarded": False,
@@ -79,12 +83,21 @@ class IntakeStore:
                 result.append((Claim(other.event_id, doc["fingerprint"], True), False))
         return result
 
-    async def mark_forwarded(self, keys: Sequence[str]) -> None:
+    async def mark_forwarded(self, forwarded: Sequence[Admitted]) -> None:
         """Records that themes has these reviews, so a replay forwards nothing again."""
-        if keys:
-            await self._claims.update_many(
-                {"_id": {"$in": list(keys)}}, {"$set": {"forwarded": True}}
+        by_audit: dict[str, list[str]] = {}
+        for a in forwarded:
+            by_audit.setdefault(a.review.audit_id, []).append(a.revision_key)
+        # A command per audit naming the audit: an index finds its claims on any store, where
+        # FerretDB reads the whole collection for an `_id` `$in` alone.
+        await asyncio.gather(
+            *(
+                self._claims.update_many(
+                    {"audit_id": audit_id, "_id": {"$in": keys}}, {"$set": {"forwarded": True}}
+                )
+                for audit_id, keys in sorted(by_audit.items())
             )
+        )
 
     async def answered(self, positions: Sequence[str]) -> set[str]:
         """Which of these source positions already had their refusal published."""

@@ -169,6 +169,11 @@ def snapshot_key(audit_id: str, theme: str) -> str:
     return f"{audit_id}/{theme}"
 
 
+def audit_of(key: str) -> str:
+    """The audit of a snapshot key (an audit id is a slug, so the first "/" ends it)."""
+    return key.partition("/")[0]
+
+
 def descriptor(cases_with_theme: int, cases_total: int) -> Descriptor:
     """The audit's wording for a prevalence; integer arithmetic so boundaries are exact."""
     if cases_total <= 0 or cases_with_theme <= 0:

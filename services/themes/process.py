@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from services.themes.domain import (
     CurrentReview,
     Thresholds,
+    audit_of,
     audit_summary,
     revise,
     theme_contents,
@@ -29,7 +30,7 @@ from services.themes.domain import (
     winners,
     with_recurring,
 )
-from services.themes.store import StoredSnapshot, ThemesStore
+from services.themes.store import AuditRecord, StoredSnapshot, ThemesStore
 from shared.consuming import batch_position
 from shared.contracts import ReviewAcceptedV1
 from shared.log import bind_causes, get_logger
@@ -65,6 +66,16 @@ class Tally:
 
     records: int
     audits: int
+    published: int
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """What refreshing one theme's snapshots in other audits left: the versions to publish
+    by key, the audits whose snapshots changed, and how many a redo already published."""
+
+    wanted: Mapping[str, int]
+    touched: set[str]
     published: int
 
 
@@ -116,7 +127,7 @@ class Themes:
         await self._store.note_codes(
             {a: {f.code for r in rs for f in r.findings} for a, rs in by_audit.items()}
         )
-        await _concurrently(self._recompute(a, _causes(rs, stored)) for a, rs in by_audit.items())
+        await self._recompute_all({a: _causes(rs, stored) for a, rs in by_audit.items()})
         published = await self._flush(list(by_audit))
         tally = Tally(records=len(batch), audits=len(by_audit), published=published)
         if batch:
@@ -132,7 +143,7 @@ class Themes:
 
     async def _store_reviews(self, arrived: Sequence[tuple[Incoming, CurrentReview]]) -> set[str]:
         reviews = [review for _, review in arrived]
-        held = await self._store.revisions({r.key for r in reviews})
+        held = await self._store.revisions(reviews)
         stored = await self._store.write_reviews(winners(reviews, held), held)
         logged: set[str] = set()
         for record, review in arrived:
@@ -153,6 +164,29 @@ class Themes:
                 log.debug("stale review ignored", **fields)
         return stored
 
+    async def _recompute_all(self, causes: Mapping[str, Sequence[str]]) -> None:
+        """`_recompute` for each of these audits; the first attempt for all of them together,
+        with the other audits' pattern flags read once, an audit whose commit lost retrying on
+        its own."""
+        audits = sorted(causes)
+        found = await _concurrently(self._store.audit(a) for a in audits)
+        records = [_known(a, r) for a, r in zip(audits, found, strict=True)]
+        held = await _concurrently(self._store.snapshots(a) for a in audits)
+        reviews = await _concurrently(self._store.reviews(a) for a in audits)
+        themes = [
+            themes_of([*r.codes, *h], self._taxonomy) for r, h in zip(records, held, strict=True)
+        ]
+        patterns = await self._store.pattern_audits({t for ts in themes for t in ts})
+        committed = await _concurrently(
+            self._commit_recompute(a, r, h, rs, ts, patterns, causes[a], attempt=0)
+            for a, r, h, rs, ts in zip(audits, records, held, reviews, themes, strict=True)
+        )
+        await _concurrently(
+            self._recompute(a, causes[a])
+            for a, done in zip(audits, committed, strict=True)
+            if not done
+        )
+
     async def _recompute(self, audit_id: str, causes: Sequence[str]) -> None:
         """Recomputes every theme of the audit and its summary, committing all or retrying.
 
@@ -160,120 +194,135 @@ class Themes:
         inputs (reviews, other audits' patterns), so a commit that wins was computed from
         inputs at least as new as those of every commit before it.
         """
-        for attempt in range(self._max_attempts):
-            record = await self._store.audit(audit_id)
-            if record is None:
-                raise ConflictError(f"audit {audit_id} vanished from the store")
+        for attempt in range(1, self._max_attempts):
+            await _back_off(attempt - 1)
+            record = _known(audit_id, await self._store.audit(audit_id))
             held = await self._store.snapshots(audit_id)
             reviews = await self._store.reviews(audit_id)
             themes = themes_of([*record.codes, *held], self._taxonomy)
-            contents = theme_contents(
-                audit_id,
-                reviews,
-                themes,
-                taxonomy=self._taxonomy,
-                thresholds=self._thresholds,
-                patterns=await self._store.pattern_audits(themes),
-            )
-            summary = audit_summary(audit_id, reviews)
-            now = self._now()
-            revisions = {
-                theme: revise(s.snapshot if (s := held.get(theme)) else None, content, now)
-                for theme, content in contents.items()
-            }
-            commits = await _concurrently(
-                self._store.commit_snapshot(held.get(t), revisions[t], contents[t], causes)
-                for t in contents
-            )
-            if all(c is not None for c in commits):
-                changed = summary != record.summary or any(
-                    r is not None for r in revisions.values()
-                )
-                if await self._store.commit_audit(record, summary, now, changed):
-                    log.info(
-                        "themes recomputed",
-                        audit_id=audit_id,
-                        changed_themes=sorted(t for t, r in revisions.items() if r is not None),
-                        attempts=attempt + 1,
-                        correlation_id=causes[0] if causes else None,
-                        caused_by=list(causes),
-                    )
-                    return
-            await _back_off(attempt)
+            patterns = await self._store.pattern_audits(themes)
+            if await self._commit_recompute(
+                audit_id, record, held, reviews, themes, patterns, causes, attempt
+            ):
+                return
         raise ConflictError(f"audit {audit_id}: recompute lost {self._max_attempts} times")
+
+    async def _commit_recompute(
+        self,
+        audit_id: str,
+        record: AuditRecord,
+        held: Mapping[str, StoredSnapshot],
+        reviews: Sequence[CurrentReview],
+        themes: Sequence[str],
+        patterns: Mapping[str, set[str]],
+        causes: Sequence[str],
+        attempt: int,
+    ) -> bool:
+        """Computes the audit's snapshots and summary from what was read and commits them;
+        False when another writer committed the audit or one of its snapshots since."""
+        contents = theme_contents(
+            audit_id,
+            reviews,
+            themes,
+            taxonomy=self._taxonomy,
+            thresholds=self._thresholds,
+            patterns=patterns,
+        )
+        summary = audit_summary(audit_id, reviews)
+        now = self._now()
+        revisions = {
+            theme: revise(s.snapshot if (s := held.get(theme)) else None, content, now)
+            for theme, content in contents.items()
+        }
+        if not await self._store.commit_snapshots(
+            [(held.get(t), revisions[t], contents[t], causes) for t in contents]
+        ):
+            return False
+        changed = summary != record.summary or any(r is not None for r in revisions.values())
+        if not await self._store.commit_audit(record, summary, now, changed):
+            return False
+        log.info(
+            "themes recomputed",
+            audit_id=audit_id,
+            changed_themes=sorted(t for t, r in revisions.items() if r is not None),
+            attempts=attempt + 1,
+            correlation_id=causes[0] if causes else None,
+            caused_by=list(causes),
+        )
+        return True
 
     async def _flush(self, audit_ids: Sequence[str]) -> int:
         """Publishes the audits' unacknowledged versions and carries their pattern flips into
         other audits; also finishes whatever a crashed run left of either.
 
         Done once for the whole batch: every store command here reads or writes a set of
-        snapshots at once, and a theme that flipped in several of the batch's audits
-        refreshes each other audit's snapshot of it once, not once per flip.
+        snapshots at once, a theme that flipped in several of the batch's audits refreshes
+        each other audit's snapshot of it once, not once per flip, and what the refreshes
+        changed is published together with the audits' own versions. Flips are recorded as
+        carried only once everything they changed is published, so a crash before leaves
+        them to be carried again.
         """
         if not audit_ids:
             return 0
         held = await self._store.snapshots_of(audit_ids)
-        published = await self._publish_many(
-            {s.key: s.snapshot.version for s in held if s.pending_publish}
-        )
+        wanted = {s.key: s.snapshot.version for s in held if s.pending_publish}
         flipped: dict[str, list[StoredSnapshot]] = {}
         for s in held:
             if s.pending_propagation:
                 flipped.setdefault(s.snapshot.content.theme, []).append(s)
-        counts = await _concurrently(self._propagate(sources) for sources in flipped.values())
-        return published + sum(counts)
+        refreshed = await _concurrently(self._propagate(sources) for sources in flipped.values())
+        for r in refreshed:
+            for key, version in r.wanted.items():
+                wanted[key] = max(version, wanted.get(key, 0))
+        await self._store.touch_audits({a for r in refreshed for a in r.touched}, self._now())
+        published = await self._publish_many(wanted)
+        await self._store.mark_propagated([s for sources in flipped.values() for s in sources])
+        return published + sum(r.published for r in refreshed)
 
-    async def _propagate(self, sources: Sequence[StoredSnapshot]) -> int:
+    async def _propagate(self, sources: Sequence[StoredSnapshot]) -> Refreshed:
         """Brings `recurring_in` up to date in every other audit's snapshot of a theme whose
-        pattern flag flipped in `sources`, then records the flips as carried."""
+        pattern flag flipped in `sources`."""
         theme = sources[0].snapshot.content.theme
         audits = {s.snapshot.content.audit_id for s in sources}
         # An audit's own snapshot already counts its own flip; it needs refreshing only for
         # another audit's.
-        keys = await self._store.holders(
+        held = await self._store.theme_snapshots(
             theme, except_audit=next(iter(audits)) if len(audits) == 1 else None
         )
         causes = list(dict.fromkeys(c for s in sources for c in s.caused_by))[:CAUSES_LOGGED]
-        published = await self._refresh_many(theme, keys, causes)
-        await _concurrently(
-            self._store.mark_propagated(source.key, source.pattern_changes) for source in sources
-        )
-        return published
+        return await self._refresh_many(theme, held, causes)
 
-    async def _refresh_many(self, theme: str, keys: Sequence[str], causes: Sequence[str]) -> int:
-        """`_refresh_recurring` for many snapshots of one theme: read together, the theme's
-        pattern audits read once after them (so, as in `_recompute`, every write is
-        conditional on a `rev` read before its inputs), committed, then published together.
-        A snapshot whose commit lost to another writer is redone on its own."""
-        if not keys:
-            return 0
-        held = await self._store.snapshots_by_key(keys)
+    async def _refresh_many(
+        self, theme: str, held: Sequence[StoredSnapshot], causes: Sequence[str]
+    ) -> Refreshed:
+        """`_refresh_recurring` for many snapshots of one theme (`held`, read together), but
+        leaving the publishing to the caller: the theme's pattern audits are read after them
+        (so, as in `_recompute`, every write is conditional on a `rev` read before its
+        inputs), and they are committed in bulk. When a commit lost to another writer, each
+        is redone (and published) on its own."""
+        if not held:
+            return Refreshed({}, set(), 0)
         patterns = (await self._store.pattern_audits([theme])).get(theme, set())
         now = self._now()
         planned = []
-        for stored in held.values():
+        for stored in held:
             updated = with_recurring(stored.snapshot.content, patterns)
             planned.append((stored, revise(stored.snapshot, updated, now), updated))
-        commits = await _concurrently(
-            self._store.commit_snapshot(stored, revised, updated, causes)
-            for stored, revised, updated in planned
+        committed = await self._store.commit_snapshots(
+            [(stored, revised, updated, causes) for stored, revised, updated in planned]
         )
+        touched = {s.snapshot.content.audit_id for s, revised, _ in planned if revised is not None}
+        if not committed:
+            # Some commits lost to another writer (which ones, a bulk write does not say):
+            # each snapshot is redone on its own, which also publishes any that did commit.
+            redone = await _concurrently(self._refresh_recurring(s.key, causes) for s in held)
+            return Refreshed({}, touched, sum(redone))
         wanted: dict[str, int] = {}
-        touched: set[str] = set()
-        lost: list[str] = []
-        for (stored, revised, _), committed in zip(planned, commits, strict=True):
-            if committed is None:
-                lost.append(stored.key)
-                continue
-            if revised is not None:
-                touched.add(stored.snapshot.content.audit_id)
+        for stored, revised, _ in planned:
             version = revised.version if revised is not None else stored.snapshot.version
             if version > stored.published_version:
                 wanted[stored.key] = version
-        await self._store.touch_audits(touched, now)
-        published = await self._publish_many(wanted)
-        redone = await _concurrently(self._refresh_recurring(key, causes) for key in lost)
-        return published + sum(redone)
+        return Refreshed(wanted, touched, 0)
 
     async def _refresh_recurring(self, key: str, causes: Sequence[str]) -> int:
         """Brings one snapshot's `recurring_in` up to date, optimistically like `_recompute`."""
@@ -291,77 +340,86 @@ class Themes:
                     await self._store.touch_audit(content.audit_id, now)
                 version = revised.version if revised is not None else held.snapshot.version
                 if version > held.published_version:
-                    return await self._publish_pending(key, version)
+                    return await self._publish_pending(content.audit_id, {key: version})
                 return 0
             await _back_off(attempt)
         raise ConflictError(f"snapshot {key}: recurrence update lost {self._max_attempts} times")
 
     async def _publish_many(self, wanted: Mapping[str, int]) -> int:
-        """`_publish_pending` for many snapshots with one lease holder: the leases taken and
-        given back a command at a time for all of them, the sends concurrent. A key whose
-        lease another holder has, or whose wanted version is still not acknowledged after,
-        goes through `_publish_pending` on its own."""
+        """Returns once the broker has acknowledged, for each snapshot key, the version wanted
+        or a later one; publishes every other version of the same audits still unacknowledged
+        along the way.
+
+        Publishing is serialised per audit by a lease in the audit's document, and the holder
+        publishes a snapshot only above its acknowledged version, so each key's versions reach
+        the topic in rising order even when replicas race. The leases of all the audits are
+        taken and given back a command at a time, the sends run concurrently; an audit another
+        holder has, or with a wanted version still unacknowledged after, goes through
+        `_publish_pending` on its own.
+        """
         if not wanted:
             return 0
+        by_audit: dict[str, dict[str, int]] = {}
+        for key, version in wanted.items():
+            by_audit.setdefault(audit_of(key), {})[key] = version
         holder = uuid.uuid4().hex
         now = self._now()
-        claimed = await self._store.claim_publish_many(wanted, holder, now, now + self._lease)
+        claimed = await self._store.claim_publish(by_audit, holder, now, now + self._lease)
         sent: dict[str, int] = {}
-
-        async def send(stored: StoredSnapshot) -> None:
-            await self._send(stored)
-            sent[stored.key] = stored.snapshot.version
-
+        lost: set[str] = set()
         try:
-            await _concurrently(send(s) for s in claimed.values() if s.pending_publish)
+            await self._send_pending([s for held in claimed.values() for s in held], sent)
         finally:
             # Also on failure or cancellation, so nobody waits for the leases to run out.
-            released = await self._store.release_publish_many(claimed, holder, sent)
-        leftovers: dict[str, int] = {}
-        for key, version in wanted.items():
-            if key not in claimed:
-                leftovers[key] = version
-                continue
-            after = released.get(key)
-            target = max(version, claimed[key].snapshot.version)
-            if after is not None and (after.pending_publish or after.published_version < target):
-                leftovers[key] = max(target, after.snapshot.version)
-        redone = await _concurrently(self._publish_pending(k, v) for k, v in leftovers.items())
+            lost = await self._store.release_publish(claimed, holder, sent)
+        # Where the lease held to the end, every version wanted is acknowledged: each was
+        # committed before the claim read the audit, so it was sent then or already had been.
+        # A version committed since is its committer's to publish.
+        leftovers = {
+            audit_id: keys
+            for audit_id, keys in by_audit.items()
+            if audit_id not in claimed or audit_id in lost
+        }
+        redone = await _concurrently(self._publish_pending(a, k) for a, k in leftovers.items())
         return len(sent) + sum(redone)
 
-    async def _publish_pending(self, key: str, version: int) -> int:
-        """Returns once the broker has acknowledged `version` of the snapshot or a later one.
-
-        Publishing is serialised per key by a lease, and the holder publishes only a version
-        above the acknowledged one, so each key's versions reach the topic in rising order
-        even when replicas race. A lease left by a dead replica is waited out.
-        """
+    async def _publish_pending(self, audit_id: str, wanted: Mapping[str, int]) -> int:
+        """`_publish_many` for one audit, waiting for its lease when another holder has it (a
+        lease left by a dead replica is waited out)."""
         holder = uuid.uuid4().hex
         published = 0
         give_up = asyncio.get_running_loop().time() + 2 * self._lease.total_seconds()
         while True:
             now = self._now()
-            claimed = await self._store.claim_publish(key, holder, now, now + self._lease)
-            if claimed is None:
-                current = await self._store.snapshot(key)
-                if current is None or current.published_version >= version:
+            claimed = await self._store.claim_publish([audit_id], holder, now, now + self._lease)
+            if audit_id not in claimed:
+                current = await self._store.snapshots_by_key(wanted)
+                if not _unacknowledged(wanted, current):
                     return published
                 if asyncio.get_running_loop().time() > give_up:
-                    raise ConflictError(f"snapshot {key}: publishing lease never came free")
+                    raise ConflictError(f"audit {audit_id}: publishing lease never came free")
                 await asyncio.sleep(0.02)
                 continue
-            sent: int | None = None
+            sent: dict[str, int] = {}
+            lost: set[str] = set()
             try:
-                if claimed.pending_publish:
-                    await self._send(claimed)
-                    sent = claimed.snapshot.version
-                    published += 1
+                await self._send_pending(claimed[audit_id], sent)
             finally:
                 # Also on failure or cancellation, so nobody waits for the lease to run out.
-                released = await self._store.release_publish(key, holder, sent)
-            if released is None or not released.pending_publish:
+                lost = await self._store.release_publish([audit_id], holder, sent)
+            published += len(sent)
+            if not lost:
                 return published
-            version = released.snapshot.version
+
+    async def _send_pending(self, held: Sequence[StoredSnapshot], sent: dict[str, int]) -> None:
+        """Sends every snapshot not yet acknowledged, concurrently (one version per key), and
+        records in `sent` each version the broker acknowledged, also when another failed."""
+
+        async def send(stored: StoredSnapshot) -> None:
+            await self._send(stored)
+            sent[stored.key] = stored.snapshot.version
+
+        await _concurrently(send(s) for s in held if s.pending_publish)
 
     async def _send(self, stored: StoredSnapshot) -> None:
         snapshot = stored.snapshot
@@ -391,6 +449,15 @@ class Themes:
         )
 
 
+def _unacknowledged(wanted: Mapping[str, int], held: Mapping[str, StoredSnapshot]) -> bool:
+    """Whether any of these snapshots still has a version, the wanted one or a later stored
+    one, the broker has not acknowledged (a key no longer stored wants nothing)."""
+    return any(
+        (s := held.get(key)) is not None and (s.pending_publish or s.published_version < version)
+        for key, version in wanted.items()
+    )
+
+
 def _parse(record: Incoming) -> CurrentReview | None:
     try:
         return CurrentReview.of(ReviewAcceptedV1.model_validate_json(record.value))
@@ -405,6 +472,13 @@ def _parse(record: Incoming) -> CurrentReview | None:
             offset=record.offset,
         )
         return None
+
+
+def _known(audit_id: str, record: AuditRecord | None) -> AuditRecord:
+    # The batch's reviews created the audit before any recompute reads it.
+    if record is None:
+        raise ConflictError(f"audit {audit_id} vanished from the store")
+    return record
 
 
 def _causes(reviews: Sequence[CurrentReview], stored: set[str]) -> list[str]:

@@ -2,8 +2,9 @@
 
 Every write that another writer could race is conditional: reviews on their revision,
 snapshots and audits on a `rev` counter read before their inputs were (optimistic
-concurrency), and the right to publish a snapshot on a lease. Only the feature subset both
-MongoDB and FerretDB 1.24 support is used.
+concurrency), and the right to publish an audit's snapshots on a lease kept in the audit's
+document, with the versions the broker acknowledged (one write per audit, not per snapshot).
+Only the feature subset both MongoDB and FerretDB 1.24 support is used.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, InsertOne, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -25,6 +26,7 @@ from services.themes.domain import (
     Fact,
     Snapshot,
     ThemeContent,
+    audit_of,
     snapshot_key,
     supersedes,
 )
@@ -42,12 +44,25 @@ CAUSES_KEPT = 20
 WRITE_CHUNK = 16
 
 
+def _by_audit(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(audit id, document id) pairs as each audit's sorted ids."""
+    grouped: dict[str, set[str]] = {}
+    for audit_id, doc_id in items:
+        grouped.setdefault(audit_id, set()).add(doc_id)
+    return {audit_id: sorted(ids) for audit_id, ids in sorted(grouped.items())}
+
+
+def _snapshots_by_audit(keys: Iterable[str]) -> dict[str, list[str]]:
+    return _by_audit((audit_of(key), key) for key in keys)
+
+
 @dataclass(frozen=True)
 class StoredSnapshot:
     """A snapshot with the bookkeeping that makes publishing and recurrence reliable.
 
     `rev` moves with every committed recompute (the optimistic-concurrency token); `version`
-    only with content. `published_version` is the highest version the broker acknowledged.
+    only with content. `published_version` is the highest version the broker acknowledged (kept
+    in the audit's document).
     `pattern_changes` counts flips of `is_pattern`; `propagated_changes` how many of them
     other audits' `recurring_in` has been brought up to date with.
     """
@@ -93,7 +108,17 @@ class AuditRecord:
     updated_at: datetime | None
 
 
-def _stored_snapshot(doc: Document) -> StoredSnapshot:
+Published = Mapping[str, Mapping[str, int]]
+"""The versions the broker acknowledged, by audit and theme."""
+
+
+def _published_field(theme: str) -> str:
+    # The theme as a key of the audit's `published` document: a code may hold "." (a slug),
+    # which an update would read as a path; ":" never occurs in one.
+    return theme.replace(".", ":")
+
+
+def _stored_snapshot(doc: Document, published: Published) -> StoredSnapshot:
     return StoredSnapshot(
         snapshot=Snapshot(
             content=ThemeContent.model_validate(doc["content"]),
@@ -101,11 +126,55 @@ def _stored_snapshot(doc: Document) -> StoredSnapshot:
             computed_at=doc["computed_at"],
         ),
         rev=doc["rev"],
-        published_version=doc.get("published_version", 0),
+        published_version=published.get(doc["audit_id"], {}).get(_published_field(doc["theme"]), 0),
         pattern_changes=doc.get("pattern_changes", 0),
         propagated_changes=doc.get("propagated_changes", 0),
         caused_by=tuple(doc.get("caused_by", ())),
     )
+
+
+SnapshotCommit = tuple[StoredSnapshot | None, Snapshot | None, ThemeContent, Sequence[str]]
+"""What `commit_snapshot` takes: the snapshot as read (None: none yet), the new version if
+the content changed, the content and the events behind it."""
+
+
+def _commit_write(
+    held: StoredSnapshot | None,
+    revised: Snapshot | None,
+    content: ThemeContent,
+    causes: Sequence[str],
+) -> tuple[Document | None, Document]:
+    """The write that commits a recompute of one snapshot: (None, the document) to insert the
+    first, else (filter, update)."""
+    if held is None:
+        assert revised is not None, "a first snapshot is always a new version"
+        return None, (
+            {
+                "_id": snapshot_key(content.audit_id, content.theme),
+                "audit_id": content.audit_id,
+                "theme": content.theme,
+                "is_pattern": content.is_pattern,
+                "content": content.model_dump(mode="json"),
+                "version": revised.version,
+                "computed_at": revised.computed_at,
+                "caused_by": list(causes[:CAUSES_KEPT]),
+                "rev": 1,
+                "pattern_changes": 1 if content.is_pattern else 0,
+                "propagated_changes": 0,
+            }
+        )
+    update: dict[str, Any] = {"$inc": {"rev": 1}}
+    if revised is not None:
+        update["$set"] = {
+            "is_pattern": content.is_pattern,
+            "content": content.model_dump(mode="json"),
+            "version": revised.version,
+            "computed_at": revised.computed_at,
+            "caused_by": list(causes[:CAUSES_KEPT]),
+        }
+        if content.is_pattern != held.snapshot.content.is_pattern:
+            update["$inc"]["pattern_changes"] = 1
+    return {"_id": held.key, "rev": held.rev}, update
 
 
 def _review_doc(review: CurrentReview) -> Document:
@@ -171,19 +240,34 @@ class ThemesStore:
         self._audits = db["themes_audits"]
 
     async def ensure_indexes(self) -> None:
-        """Reviews and snapshots are read by audit; pattern flags by theme."""
+        """Reviews and snapshots are read by audit; pattern flags by theme; the audits a
+        publisher holds by its lease."""
         await self._reviews.create_index([("audit_id", ASCENDING)])
         await self._snapshots.create_index([("audit_id", ASCENDING)])
         await self._snapshots.create_index([("theme", ASCENDING), ("is_pattern", ASCENDING)])
+        await self._audits.create_index([("lease", ASCENDING)])
 
     # --- reviews -------------------------------------------------------------------------
 
-    async def revisions(self, keys: Collection[str]) -> dict[str, int]:
+    async def revisions(self, reviews: Iterable[CurrentReview]) -> dict[str, int]:
         """The stored revision of each of these reviews that is stored at all."""
-        if not keys:
-            return {}
-        cursor = self._reviews.find({"_id": {"$in": list(keys)}}, {"revision": 1})
-        return {doc["_id"]: doc["revision"] async for doc in cursor}
+        found = await self._reviews_by_key(reviews, {"revision": 1})
+        return {key: doc["revision"] for key, doc in found.items()}
+
+    async def _reviews_by_key(
+        self, reviews: Iterable[CurrentReview], projection: Document
+    ) -> dict[str, Document]:
+        # One query per audit, run together, each naming its audit as well as the keys: an
+        # index finds the audit's documents on any store, where FerretDB would read the whole
+        # collection for an `_id` `$in` alone (it pushes only equality filters down).
+        groups = _by_audit((r.audit_id, r.key) for r in reviews)
+        found = await asyncio.gather(
+            *(
+                self._reviews.find({"audit_id": a, "_id": {"$in": ids}}, projection).to_list()
+                for a, ids in groups.items()
+            )
+        )
+        return {doc["_id"]: doc for docs in found for doc in docs}
 
     async def write_reviews(
         self, reviews: Sequence[CurrentReview], stored: Mapping[str, int]
@@ -220,7 +304,7 @@ class ThemesStore:
         return await self._settle_reviews(reviews)
 
     async def _settle_reviews(self, reviews: Sequence[CurrentReview]) -> set[str]:
-        held = await self.revisions([r.key for r in reviews])
+        held = await self.revisions(reviews)
         for review in reviews:
             if supersedes(review.revision, held.get(review.key)):
                 # DuplicateKeyError: an equal or higher revision is stored, so this one is stale.
@@ -230,8 +314,8 @@ class ThemesStore:
                         {"$set": _review_doc(review)},
                         upsert=True,
                     )
-        cursor = self._reviews.find({"_id": {"$in": [r.key for r in reviews]}}, {"event_id": 1})
-        now_stored = {doc["event_id"] async for doc in cursor}
+        found = await self._reviews_by_key(reviews, {"event_id": 1})
+        now_stored = {doc["event_id"] for doc in found.values()}
         return {r.event_id for r in reviews if r.event_id in now_stored}
 
     async def reviews(self, audit_id: str) -> list[CurrentReview]:
@@ -247,7 +331,10 @@ class ThemesStore:
         )
 
     async def _note_codes(self, audit_id: str, codes: Collection[str]) -> None:
-        update = {"$addToSet": {"codes": {"$each": sorted(codes)}}, "$setOnInsert": {"rev": 0}}
+        update = {
+            "$addToSet": {"codes": {"$each": sorted(codes)}},
+            "$setOnInsert": {"rev": 0, "lease": None},
+        }
         try:
             await self._audits.update_one({"_id": audit_id}, update, upsert=True)
         except DuplicateKeyError:
@@ -302,41 +389,71 @@ class ThemesStore:
 
     async def snapshots(self, audit_id: str) -> dict[str, StoredSnapshot]:
         """Every snapshot of an audit by theme."""
-        cursor = self._snapshots.find({"audit_id": audit_id})
-        return {doc["theme"]: _stored_snapshot(doc) async for doc in cursor}
+        return {s.snapshot.content.theme: s for s in await self.snapshots_of([audit_id])}
 
     async def snapshots_of(self, audit_ids: Collection[str]) -> list[StoredSnapshot]:
-        """Every snapshot of these audits, in one query."""
-        cursor = self._snapshots.find({"audit_id": {"$in": sorted(audit_ids)}})
-        return [_stored_snapshot(doc) async for doc in cursor]
+        """Every snapshot of these audits, one query per audit, run together."""
+        return await self._read_snapshots(dict.fromkeys(audit_ids))
 
     async def snapshots_by_key(self, keys: Collection[str]) -> dict[str, StoredSnapshot]:
-        """These snapshots by `{audit_id}/{theme}`, in one query; absent keys are left out."""
-        cursor = self._snapshots.find({"_id": {"$in": sorted(keys)}})
-        return {doc["_id"]: _stored_snapshot(doc) async for doc in cursor}
+        """These snapshots by `{audit_id}/{theme}`; absent keys are left out."""
+        found = await self._read_snapshots(_snapshots_by_audit(keys))
+        return {s.key: s for s in found}
 
     async def snapshot(self, key: str) -> StoredSnapshot | None:
         """One snapshot by `{audit_id}/{theme}`."""
-        doc = await self._snapshots.find_one({"_id": key})
-        return _stored_snapshot(doc) if doc is not None else None
+        return (await self.snapshots_by_key([key])).get(key)
+
+    async def _read_snapshots(
+        self, wanted: Mapping[str, Sequence[str] | None], published: Published | None = None
+    ) -> list[StoredSnapshot]:
+        # One query per audit, run together, naming the audit (see `_reviews_by_key`); the
+        # snapshots (all of the audit's, or the keys given) are read before the versions
+        # acknowledged, so a snapshot is never taken as published when it was not.
+        def query(audit_id: str, keys: Sequence[str] | None) -> Document:
+            return (
+                {"audit_id": audit_id}
+                if keys is None
+                else {"audit_id": audit_id, "_id": {"$in": keys}}
+            )
+
+        found = await asyncio.gather(
+            *(self._snapshots.find(query(a, keys)).to_list() for a, keys in wanted.items())
+        )
+        if published is None:
+            published = await self._published(wanted)
+        return [_stored_snapshot(doc, published) for docs in found for doc in docs]
+
+    async def _published(self, audit_ids: Collection[str]) -> dict[str, dict[str, int]]:
+        if not audit_ids:
+            return {}
+        ids = sorted(audit_ids)
+        query: Document = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}
+        cursor = self._audits.find(query, {"published": 1})
+        return {doc["_id"]: dict(doc.get("published", {})) async for doc in cursor}
 
     async def pattern_audits(self, themes: Iterable[str]) -> dict[str, set[str]]:
         """For each theme, the audits where it is a pattern now."""
         found: dict[str, set[str]] = {}
-        cursor = self._snapshots.find(
-            {"theme": {"$in": list(themes)}, "is_pattern": True}, {"audit_id": 1, "theme": 1}
-        )
+        wanted = sorted(set(themes))
+        if not wanted:
+            return found
+        # One theme is asked for by equality, which FerretDB can answer from its index too (it
+        # pushes no `$in` down, so would read every pattern of every theme).
+        which: Document = {"theme": wanted[0]} if len(wanted) == 1 else {"theme": {"$in": wanted}}
+        cursor = self._snapshots.find({**which, "is_pattern": True}, {"audit_id": 1, "theme": 1})
         async for doc in cursor:
             found.setdefault(doc["theme"], set()).add(doc["audit_id"])
         return found
 
-    async def holders(self, theme: str, except_audit: str | None) -> list[str]:
-        """Keys of the theme's snapshots in every audit but `except_audit` (None: in all)."""
+    async def theme_snapshots(self, theme: str, except_audit: str | None) -> list[StoredSnapshot]:
+        """The theme's snapshot in every audit but `except_audit` (None: in all), in one query."""
         query: Document = {"theme": theme}
         if except_audit is not None:
             query["audit_id"] = {"$ne": except_audit}
-        cursor = self._snapshots.find(query, {"_id": 1})
-        return [doc["_id"] async for doc in cursor]
+        docs = await self._snapshots.find(query).to_list()
+        published = await self._published({doc["audit_id"] for doc in docs})
+        return [_stored_snapshot(doc, published) for doc in docs]
 
     async def commit_snapshot(
         self,
@@ -351,101 +468,92 @@ class ThemesStore:
         An unchanged recompute still moves `rev`: a writer that read the snapshot before it
         and its inputs earlier still must not overwrite the newer picture.
         """
-        if held is None:
-            assert revised is not None, "a first snapshot is always a new version"
-            doc: Document = {
-                "_id": snapshot_key(content.audit_id, content.theme),
-                "audit_id": content.audit_id,
-                "theme": content.theme,
-                "is_pattern": content.is_pattern,
-                "content": content.model_dump(mode="json"),
-                "version": revised.version,
-                "computed_at": revised.computed_at,
-                "caused_by": list(causes[:CAUSES_KEPT]),
-                "rev": 1,
-                "published_version": 0,
-                "pattern_changes": 1 if content.is_pattern else 0,
-                "propagated_changes": 0,
-                "lease": None,
-            }
+        query, doc = _commit_write(held, revised, content, causes)
+        if query is None:
             try:
                 await self._snapshots.insert_one(doc)
             except DuplicateKeyError:
                 return None
             return Committed(revised)
-        update: dict[str, Any] = {"$inc": {"rev": 1}}
-        if revised is not None:
-            update["$set"] = {
-                "is_pattern": content.is_pattern,
-                "content": content.model_dump(mode="json"),
-                "version": revised.version,
-                "computed_at": revised.computed_at,
-                "caused_by": list(causes[:CAUSES_KEPT]),
-            }
-            if content.is_pattern != held.snapshot.content.is_pattern:
-                update["$inc"]["pattern_changes"] = 1
-        result = await self._snapshots.update_one({"_id": held.key, "rev": held.rev}, update)
+        result = await self._snapshots.update_one(query, doc)
         return Committed(revised) if result.matched_count == 1 else None
 
+    async def commit_snapshots(self, commits: Sequence[SnapshotCommit]) -> bool:
+        """`commit_snapshot` for many at once, in bulk writes; False when another writer got
+        to any of them first (the others may then be committed or not: the caller redoes the
+        whole recompute, which overwrites them)."""
+        ops: list[InsertOne[Document] | UpdateOne] = []
+        for commit in commits:
+            query, doc = _commit_write(*commit)
+            ops.append(InsertOne(doc) if query is None else UpdateOne(query, doc))
+        written = 0
+        try:
+            for start in range(0, len(ops), WRITE_CHUNK):
+                result = await self._snapshots.bulk_write(
+                    ops[start : start + WRITE_CHUNK], ordered=False
+                )
+                written += result.matched_count + result.inserted_count
+        except (BulkWriteError, KeyError):
+            # A duplicate `_id`: another writer created the snapshot. (FerretDB 1.24 leaves
+            # out counts PyMongo merges, hence the KeyError; see `write_reviews`.)
+            return False
+        return written == len(ops)
+
     async def claim_publish(
-        self, key: str, holder: str, now: datetime, until: datetime
-    ) -> StoredSnapshot | None:
-        """Takes the right to publish this snapshot if nobody holds it (or their lease ran
-        out); returns the snapshot as it is at that moment, or None."""
-        doc = await self._snapshots.find_one_and_update(
-            {"_id": key, "$or": [{"lease": None}, {"lease_until": {"$lt": now}}]},
+        self, audit_ids: Collection[str], holder: str, now: datetime, until: datetime
+    ) -> dict[str, list[StoredSnapshot]]:
+        """Takes the right to publish the snapshots of each of these audits that nobody holds
+        (or whose holder's lease ran out), with one command; returns, for the audits taken,
+        their snapshots as they are at that moment."""
+        if not audit_ids:
+            return {}
+        ids = sorted(audit_ids)
+        which: Document = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}
+        await self._audits.update_many(
+            {**which, "$or": [{"lease": None}, {"lease_until": {"$lt": now}}]},
             {"$set": {"lease": holder, "lease_until": until}},
-            return_document=ReturnDocument.AFTER,
         )
-        return _stored_snapshot(doc) if doc is not None else None
+        # The holder is this call's own, so its lease names exactly the audits it took, and
+        # while it holds them nobody else moves their acknowledged versions.
+        cursor = self._audits.find({"lease": holder}, {"published": 1})
+        published = {doc["_id"]: dict(doc.get("published", {})) async for doc in cursor}
+        claimed: dict[str, list[StoredSnapshot]] = {a: [] for a in published}
+        for s in await self._read_snapshots(dict.fromkeys(published), published):
+            claimed[s.snapshot.content.audit_id].append(s)
+        return claimed
 
     async def release_publish(
-        self, key: str, holder: str, published_version: int | None
-    ) -> StoredSnapshot | None:
-        """Gives the right back, recording the version the broker acknowledged, if any;
-        None when the lease had run out and been taken over."""
-        update: dict[str, Any] = {"$set": {"lease": None}}
-        if published_version is not None:
-            update["$max"] = {"published_version": published_version}
-        doc = await self._snapshots.find_one_and_update(
-            {"_id": key, "lease": holder}, update, return_document=ReturnDocument.AFTER
-        )
-        return _stored_snapshot(doc) if doc is not None else None
-
-    async def claim_publish_many(
-        self, keys: Collection[str], holder: str, now: datetime, until: datetime
-    ) -> dict[str, StoredSnapshot]:
-        """`claim_publish` for many keys in two commands: the snapshots whose right to publish
-        this caller took, as they are at that moment."""
-        if not keys:
-            return {}
-        ids = sorted(keys)
-        await self._snapshots.update_many(
-            {"_id": {"$in": ids}, "$or": [{"lease": None}, {"lease_until": {"$lt": now}}]},
-            {"$set": {"lease": holder, "lease_until": until}},
-        )
-        cursor = self._snapshots.find({"_id": {"$in": ids}, "lease": holder})
-        return {doc["_id"]: _stored_snapshot(doc) async for doc in cursor}
-
-    async def release_publish_many(
-        self, keys: Collection[str], holder: str, published: Mapping[str, int]
-    ) -> dict[str, StoredSnapshot]:
-        """`release_publish` for many keys, one command per distinct version acknowledged;
-        returns the snapshots as they are after (another holder's, where a lease ran out)."""
-        if not keys:
-            return {}
-        by_version: dict[int | None, list[str]] = {}
-        for key in sorted(keys):
-            by_version.setdefault(published.get(key), []).append(key)
-        for version, group in by_version.items():
+        self, audit_ids: Collection[str], holder: str, published: Mapping[str, int]
+    ) -> set[str]:
+        """Gives the right back for these audits, recording the versions the broker
+        acknowledged (`published`, by snapshot key), in bulk writes; returns the audits whose
+        lease may have run out and been taken over (nothing was recorded for those)."""
+        acknowledged: dict[str, dict[str, int]] = {a: {} for a in audit_ids}
+        for key, version in published.items():
+            audit_id = audit_of(key)
+            theme = key[len(audit_id) + 1 :]
+            acknowledged.setdefault(audit_id, {})[f"published.{_published_field(theme)}"] = version
+        updates: list[tuple[str, dict[str, Any]]] = []
+        for audit_id, versions in sorted(acknowledged.items()):
             update: dict[str, Any] = {"$set": {"lease": None}}
-            if version is not None:
-                update["$max"] = {"published_version": version}
-            await self._snapshots.update_many({"_id": {"$in": group}, "lease": holder}, update)
-        return await self.snapshots_by_key(keys)
+            if versions:
+                update["$max"] = versions
+            updates.append((audit_id, update))
+        ops = [UpdateOne({"_id": a, "lease": holder}, u) for a, u in updates]
+        released = 0
+        for start in range(0, len(ops), WRITE_CHUNK):
+            result = await self._audits.bulk_write(ops[start : start + WRITE_CHUNK], ordered=False)
+            released += result.matched_count
+        # A bulk write does not say which audit it missed; a lease running out under a live
+        # holder is rare, so then all of them are reported.
+        return set() if released == len(ops) else {a for a, _ in updates}
 
-    async def mark_propagated(self, key: str, pattern_changes: int) -> None:
-        """Records that other audits' `recurring_in` reflects this many pattern flips."""
-        await self._snapshots.update_one(
-            {"_id": key}, {"$max": {"propagated_changes": pattern_changes}}
-        )
+    async def mark_propagated(self, sources: Sequence[StoredSnapshot]) -> None:
+        """Records that other audits' `recurring_in` reflects these snapshots' pattern flips
+        (as many as each had when read), in bulk writes."""
+        ops = [
+            UpdateOne({"_id": s.key}, {"$max": {"propagated_changes": s.pattern_changes}})
+            for s in sources
+        ]
+        for start in range(0, len(ops), WRITE_CHUNK):
+            await self._snapshots.bulk_write(ops[start : start + WRITE_CHUNK], ordered=False)

@@ -71,22 +71,28 @@ def store_report(
     """Per service: wall time with a store command in flight, and the commands sent."""
     out: dict[str, Any] = {}
     for name, end in after.items():
-        start = before.get(name, {"busy_s": 0.0, "commands": {}})
+        start = before.get(name, {"busy_s": 0.0})
         busy = end["busy_s"] - start["busy_s"]
-        commands = {}
-        for command, totals in end["commands"].items():
-            was = start["commands"].get(command, {"count": 0, "seconds": 0.0})
-            count = totals["count"] - was["count"]
-            if count:
-                commands[command] = {
-                    "count": count,
-                    "seconds": round(totals["seconds"] - was["seconds"], 3),
-                }
         out[name] = {
             "waiting_on_store_s": round(busy, 3),
             "waiting_share_of_wall": round(busy / wall_s, 3) if wall_s else None,
-            "commands": commands,
+            "commands": _difference(start.get("commands", {}), end["commands"]),
+            "by_collection": _difference(
+                start.get("by_collection", {}), end.get("by_collection", {})
+            ),
         }
+    return out
+
+
+def _difference(
+    start: dict[str, dict[str, float]], end: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Command totals sent between two readings, the ones sent at all."""
+    out = {}
+    for command, totals in end.items():
+        was = start.get(command, {"count": 0, "seconds": 0.0})
+        if count := int(totals["count"] - was["count"]):
+            out[command] = {"count": count, "seconds": round(totals["seconds"] - was["seconds"], 3)}
     return out
 
 

@@ -38,10 +38,10 @@ async def test_a_batch_revising_more_reviews_than_the_pool_completes(
         await store.ensure_indexes()
         async with asyncio.timeout(60):
             assert await store.write_reviews(first, {}) == {r.event_id for r in first}
-            held = await store.revisions({r.key for r in second})
+            held = await store.revisions(second)
             assert set(held.values()) == {1}
             assert await store.write_reviews(second, held) == {r.event_id for r in second}
-        assert set((await store.revisions(held)).values()) == {2}
+        assert set((await store.revisions(second)).values()) == {2}
     finally:
         await client.drop_database(namespace)
         await client.close()

@@ -16,7 +16,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from structlog.testing import capture_logs
 
-from services.themes.domain import CurrentReview, Thresholds
+from services.themes.domain import CurrentReview, Thresholds, audit_of
 from services.themes.process import Incoming, Themes
 from services.themes.settings import ThemesSettings
 from services.themes.store import ThemesStore
@@ -116,7 +116,14 @@ class Rig:
         return [ThemeSnapshotV1.model_validate_json(value) for _, value, _ in records]
 
     async def stored(self) -> dict[str, Document]:
-        return {doc["_id"]: doc async for doc in self.db["themes_snapshots"].find({})}
+        """Every stored snapshot, with the version the broker acknowledged (which the store
+        keeps in the audit's document)."""
+        audits = {doc["_id"]: doc async for doc in self.db["themes_audits"].find({})}
+        stored = {doc["_id"]: doc async for doc in self.db["themes_snapshots"].find({})}
+        for doc in stored.values():
+            published = audits[doc["audit_id"]].get("published", {})
+            doc["published_version"] = published.get(doc["theme"], 0)
+        return stored
 
 
 @pytest.fixture
@@ -193,9 +200,10 @@ async def test_a_crash_after_storing_is_made_good_by_the_redelivery(rig: Rig) ->
     assert any(d["pattern_changes"] > d["propagated_changes"] for d in stored.values())
     # A replica that died holding the right to publish one of them left its lease behind.
     now = datetime.now(UTC)
-    await ThemesStore(rig.db).claim_publish(
-        unpublished[0], "dead-replica", now, now + timedelta(seconds=LEASE_S)
+    dead = await ThemesStore(rig.db).claim_publish(
+        [audit_of(unpublished[0])], "dead-replica", now, now + timedelta(seconds=LEASE_S)
     )
+    assert list(dead) == [audit_of(unpublished[0])]
 
     redelivered, _ = rig.replica()
     with capture_logs() as logs:
