@@ -30,18 +30,9 @@ from services.themes.domain import (
     snapshot_key,
     supersedes,
 )
-from shared.mongo import Document
+from shared.mongo import Document, chunked
 
 CAUSES_KEPT = 20
-# FerretDB 1.24 keeps the cursor of every matched statement of one `update` command open
-# until the command ends (a `defer` inside its per-statement loop), each holding one of its
-# backend's pooled connections (100 on SQLite; on PostgreSQL as many as `pool_max_conns`,
-# which deploy/ferretdb sets to 100), shared with every read cursor still open: a command
-# that needs more than are free waits for a connection forever and, behind the wrapper's
-# one-writer-at-a-time front end, wedges the whole store. A themes batch of 1000 revisions
-# did exactly that. Bulk writes go in chunks far below the pool; MongoDB is indifferent to
-# the split.
-WRITE_CHUNK = 16
 
 
 def _by_audit(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -290,8 +281,7 @@ class ThemesStore:
         ]
         try:
             written = 0
-            for start in range(0, len(ops), WRITE_CHUNK):
-                chunk = ops[start : start + WRITE_CHUNK]
+            for chunk in chunked(ops):
                 result = await self._reviews.bulk_write(chunk, ordered=False)
                 written += result.matched_count + result.inserted_count
             if written == len(ops):
@@ -488,10 +478,8 @@ class ThemesStore:
             ops.append(InsertOne(doc) if query is None else UpdateOne(query, doc))
         written = 0
         try:
-            for start in range(0, len(ops), WRITE_CHUNK):
-                result = await self._snapshots.bulk_write(
-                    ops[start : start + WRITE_CHUNK], ordered=False
-                )
+            for chunk in chunked(ops):
+                result = await self._snapshots.bulk_write(chunk, ordered=False)
                 written += result.matched_count + result.inserted_count
         except (BulkWriteError, KeyError):
             # A duplicate `_id`: another writer created the snapshot. (FerretDB 1.24 leaves
@@ -541,8 +529,8 @@ class ThemesStore:
             updates.append((audit_id, update))
         ops = [UpdateOne({"_id": a, "lease": holder}, u) for a, u in updates]
         released = 0
-        for start in range(0, len(ops), WRITE_CHUNK):
-            result = await self._audits.bulk_write(ops[start : start + WRITE_CHUNK], ordered=False)
+        for chunk in chunked(ops):
+            result = await self._audits.bulk_write(chunk, ordered=False)
             released += result.matched_count
         # A bulk write does not say which audit it missed; a lease running out under a live
         # holder is rare, so then all of them are reported.
@@ -555,5 +543,5 @@ class ThemesStore:
             UpdateOne({"_id": s.key}, {"$max": {"propagated_changes": s.pattern_changes}})
             for s in sources
         ]
-        for start in range(0, len(ops), WRITE_CHUNK):
-            await self._snapshots.bulk_write(ops[start : start + WRITE_CHUNK], ordered=False)
+        for chunk in chunked(ops):
+            await self._snapshots.bulk_write(chunk, ordered=False)

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from services.themes.domain import CurrentReview
-from services.themes.store import WRITE_CHUNK, ThemesStore
-from shared.mongo import make_client
+from services.themes.store import ThemesStore
+from shared.mongo import WRITE_CHUNK, make_client
 from tests.faults.conftest import FaultServers, Figures
 from tests.unit.test_themes_property import AGENCIES, event
 
