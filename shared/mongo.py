@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, InsertOne, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 Document = dict[str, Any]
 
@@ -18,8 +21,8 @@ T = TypeVar("T")
 # which deploy/ferretdb sets to 100), shared with every read cursor still open: a command
 # that needs more than are free waits for a connection forever and, behind the wrapper's
 # one-writer-at-a-time front end, wedges the whole store. A themes batch of 1000 revisions
-# did exactly that. Bulk writes go in chunks far below the pool; MongoDB is indifferent to
-# the split.
+# did exactly that. Bulk writes go in chunks far below the pool (sent together by
+# `write_all`, the front end runs them one at a time); MongoDB is indifferent to the split.
 WRITE_CHUNK = 16
 
 
@@ -27,6 +30,32 @@ def chunked(items: Sequence[T]) -> Iterator[Sequence[T]]:
     """`items` in runs of at most `WRITE_CHUNK`, the size bulk writes are sent in."""
     for start in range(0, len(items), WRITE_CHUNK):
         yield items[start : start + WRITE_CHUNK]
+
+
+async def write_all(
+    collection: AsyncCollection[Document], ops: Sequence[InsertOne[Document] | UpdateOne]
+) -> int | None:
+    """Sends unordered writes all at once: the inserts in one command, the updates in chunks
+    of `WRITE_CHUNK`. Returns, once every command has finished, how many documents they
+    inserted, matched or upserted, or None when one met a duplicate key (then FerretDB 1.24
+    stops at its first error whatever `ordered` says and leaves out the counts PyMongo
+    merges, hence the KeyError: the caller must find out what was written).
+    """
+    inserts: list[InsertOne[Document] | UpdateOne] = [op for op in ops if isinstance(op, InsertOne)]
+    updates = [op for op in ops if not isinstance(op, InsertOne)]
+    commands = ([inserts] if inserts else []) + list(chunked(updates))
+    results = await asyncio.gather(
+        *(collection.bulk_write(list(c), ordered=False) for c in commands), return_exceptions=True
+    )
+    written: int | None = 0
+    for result in results:
+        if isinstance(result, BulkWriteError | KeyError):
+            written = None
+        elif isinstance(result, BaseException):
+            raise result
+        elif written is not None:
+            written += result.inserted_count + result.matched_count + result.upserted_count
+    return written
 
 
 def make_client(url: str) -> AsyncMongoClient[Document]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from services.intake.domain import Admitted, Outcome, Refused, assess, decide, payload_sha256
-from services.intake.store import IntakeStore
+from services.intake.store import IntakeStore, Source
 from shared.consuming import batch_position
 from shared.contracts import FindingRejectedV1, RejectionReason, SourcePosition
 from shared.log import get_logger
@@ -34,6 +34,10 @@ class Incoming:
     def position(self) -> str:
         """Where it was read, as one string."""
         return f"{self.topic}:{self.partition}:{self.offset}"
+
+
+def _source(record: Incoming) -> Source:
+    return Source(f"{record.topic}:{record.partition}", record.offset)
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,9 @@ class Intake:
                 first_events.add(verdict.review.event_id)
                 admitted.append((record, verdict))
 
-        claims = await self._store.claim([a for _, a in admitted], now)
+        claims = await self._store.claim(
+            [a for _, a in admitted], [_source(r) for r, _ in admitted], now
+        )
         forwards: list[tuple[Incoming, Admitted]] = []
         for (record, verdict), (claim, claimed_now) in zip(admitted, claims, strict=True):
             outcome = decide(verdict, claim, claimed_now)
@@ -126,7 +132,14 @@ class Intake:
             *(self._forward(record, verdict) for record, verdict in forwards),
             *(self._answer(record, refusal, now) for record, refusal in to_answer),
         )
-        await self._store.mark_forwarded([v for _, v in forwards])
+        if forwards:
+            # Every forward of the batch is acknowledged: its claims, and any an earlier run
+            # left unforwarded among these offsets, count as forwarded from here.
+            below: dict[str, int] = {}
+            for record in batch:
+                source = _source(record)
+                below[source.partition] = max(below.get(source.partition, 0), source.offset + 1)
+            await self._store.mark_forwarded(below)
         await self._store.mark_answered([(r.position, v) for r, v in to_answer], now)
         tally = Tally(accepted=len(forwards), duplicates=duplicates, rejected=len(refusals))
         if batch:

@@ -1,15 +1,16 @@
-"""Intake's durable memory in MongoDB: which revisions are claimed, which refusals answered."""
+"""Intake's durable memory in MongoDB: which revisions are claimed and forwarded, which refusals
+answered."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.intake.domain import Admitted, Claim, Refused
 from shared.mongo import Document
@@ -17,26 +18,40 @@ from shared.mongo import Document
 _DUPLICATE_KEY = 11000
 
 
+class Source(NamedTuple):
+    """Where a submission was read: its topic partition as `topic:partition`, and offset."""
+
+    partition: str
+    offset: int
+
+
 class IntakeStore:
-    """Claims (one per audit, agency, case token and revision) and answered refusals.
+    """Claims (one per audit, agency, case token and revision), how far each source partition's
+    claims are forwarded, and answered refusals.
 
     A claim's `_id` is the revision key and its `event_id` is unique too, so the same
-    submission or the same revision can be taken only once, across restarts and replicas.
+    submission or the same revision can be taken only once, across restarts and replicas. A
+    claim records the position of the submission that took it; a claim was forwarded when its
+    offset is below its partition's `forwarded_below`, which moves once a batch's forwards are
+    all acknowledged (one write per partition and batch, not one per claim).
     """
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._claims = db["intake_claims"]
+        self._forwarded = db["intake_forwarded"]
         self._refusals = db["intake_refusals"]
 
     async def ensure_indexes(self) -> None:
         """Creates the unique index on event id (the revision key is the `_id`) and the one
-        claims are marked forwarded by."""
+        claims are read by."""
         await self._claims.create_index([("event_id", ASCENDING)], unique=True)
         await self._claims.create_index([("audit_id", ASCENDING)])
 
-    async def claim(self, admitted: Sequence[Admitted], now: datetime) -> list[tuple[Claim, bool]]:
-        """Takes each revision key if free; returns the claim that holds it and whether this
-        call created it."""
+    async def claim(
+        self, admitted: Sequence[Admitted], sources: Sequence[Source], now: datetime
+    ) -> list[tuple[Claim, bool]]:
+        """Takes each revision key if free (`sources[i]` is where `admitted[i]` was read);
+        returns the claim that holds it and whether this call created it."""
         if not admitted:
             return []
         docs: list[dict[str, Any]] = [
@@ -45,10 +60,11 @@ class IntakeStore:
                 "audit_id": a.review.audit_id,
                 "event_id": a.review.event_id,
                 "fingerprint": a.fingerprint,
-                "forwarded": False,
+                "source": source.partition,
+                "offset": source.offset,
                 "claimed_at": now,
             }
-            for a in admitted
+            for a, source in zip(admitted, sources, strict=True)
         ]
         failed: set[int] = set()
         try:
@@ -58,46 +74,61 @@ class IntakeStore:
             if any(e.get("code") != _DUPLICATE_KEY for e in errors):
                 raise
             failed = {int(e["index"]) for e in errors}
-        held: dict[str, Claim] = {}
-        by_event: dict[str, Claim] = {}
-        if failed:
-            keys = [docs[i]["_id"] for i in failed]
-            events = [docs[i]["event_id"] for i in failed]
-            async for doc in self._claims.find(
-                {"$or": [{"_id": {"$in": keys}}, {"event_id": {"$in": events}}]}
-            ):
-                found = Claim(doc["event_id"], doc["fingerprint"], doc["forwarded"])
-                held[doc["_id"]] = found
-                by_event[doc["event_id"]] = found
+        held = await self._held([docs[i] for i in sorted(failed)])
         result: list[tuple[Claim, bool]] = []
         for index, doc in enumerate(docs):
-            own = Claim(doc["event_id"], doc["fingerprint"], forwarded=False)
             if index not in failed:
-                result.append((own, True))
+                result.append((Claim(doc["event_id"], doc["fingerprint"], forwarded=False), True))
             elif doc["_id"] in held:
                 result.append((held[doc["_id"]], False))
             else:
                 # The event id was already used for another revision key: same submission id,
                 # so it changes nothing; report it as a forwarded duplicate.
-                other = by_event.get(doc["event_id"], own)
-                result.append((Claim(other.event_id, doc["fingerprint"], True), False))
+                result.append((Claim(doc["event_id"], doc["fingerprint"], True), False))
         return result
 
-    async def mark_forwarded(self, forwarded: Sequence[Admitted]) -> None:
-        """Records that themes has these reviews, so a replay forwards nothing again."""
+    async def _held(self, wanted: Sequence[Document]) -> dict[str, Claim]:
+        """The claims already holding these documents' revision keys, by key."""
         by_audit: dict[str, list[str]] = {}
-        for a in forwarded:
-            by_audit.setdefault(a.review.audit_id, []).append(a.revision_key)
-        # A command per audit naming the audit: an index finds its claims on any store, where
+        for doc in wanted:
+            by_audit.setdefault(doc["audit_id"], []).append(doc["_id"])
+        # A query per audit naming the audit: an index finds its claims on any store, where
         # FerretDB reads the whole collection for an `_id` `$in` alone.
-        await asyncio.gather(
+        found = await asyncio.gather(
             *(
-                self._claims.update_many(
-                    {"audit_id": audit_id, "_id": {"$in": keys}}, {"$set": {"forwarded": True}}
-                )
-                for audit_id, keys in sorted(by_audit.items())
+                self._claims.find({"audit_id": a, "_id": {"$in": keys}}).to_list()
+                for a, keys in sorted(by_audit.items())
             )
         )
+        docs = [doc for docs in found for doc in docs]
+        below = await self._forwarded_below({doc["source"] for doc in docs})
+        return {
+            doc["_id"]: Claim(
+                doc["event_id"],
+                doc["fingerprint"],
+                forwarded=doc["offset"] < below.get(doc["source"], 0),
+            )
+            for doc in docs
+        }
+
+    async def _forwarded_below(self, partitions: Collection[str]) -> dict[str, int]:
+        if not partitions:
+            return {}
+        cursor = self._forwarded.find({"_id": {"$in": sorted(partitions)}})
+        return {doc["_id"]: int(doc["below"]) async for doc in cursor}
+
+    async def mark_forwarded(self, below: Mapping[str, int]) -> None:
+        """Records that every claim taken from these partitions below these offsets has been
+        forwarded, so a replay forwards nothing again."""
+        await asyncio.gather(*(self._mark(p, offset) for p, offset in sorted(below.items())))
+
+    async def _mark(self, partition: str, offset: int) -> None:
+        update = {"$max": {"below": offset}}
+        try:
+            await self._forwarded.update_one({"_id": partition}, update, upsert=True)
+        except DuplicateKeyError:
+            # Two replicas upserted the new partition at once; now it exists, so this updates.
+            await self._forwarded.update_one({"_id": partition}, update, upsert=True)
 
     async def answered(self, positions: Sequence[str]) -> set[str]:
         """Which of these source positions already had their refusal published."""

@@ -14,7 +14,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.recommendations.domain import OPEN, ThemeState
 from shared.contracts import ActionV1, Category, Descriptor
-from shared.mongo import Document, chunked
+from shared.mongo import Document, write_all
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MESSAGE_FIELDS = tuple(ActionV1.model_fields)
@@ -175,40 +175,27 @@ class RecommendationsStore:
 
         out = [settled(s) for s in states]
         rest = [i for i, done in enumerate(out) if done is None]
-        for chunk in chunked(rest):
-            if await self._apply_chunk([states[i] for i in chunk], now):
-                for i in chunk:
-                    out[i] = True
-                continue
-            # One was stale or inserted meanwhile by another replica (a bulk write does not
-            # say which), so each goes on its own. One this bulk write already applied then
-            # reads as stale, which only the tally and a debug line see: every audit of the
-            # batch is reconciled from the stored snapshots either way.
+        ops = [
+            UpdateOne(
+                {"_id": _key(states[i]), "version": {"$lt": states[i].version}},
+                {"$set": _state_fields(states[i], now)},
+                upsert=True,
+            )
+            for i in rest
+        ]
+        if await write_all(self._themes, ops) == len(ops):
+            for i in rest:
+                out[i] = True
+        else:
+            # One was stale or inserted meanwhile by another replica (a duplicate `_id`; a bulk
+            # write does not say which), so each goes on its own. One the bulk write already
+            # applied then reads as stale, which only the tally and a debug line see: every
+            # audit of the batch is reconciled from the stored snapshots either way.
             for i, applied in zip(
-                chunk,
-                await asyncio.gather(*(self.apply(states[i], now) for i in chunk)),
-                strict=True,
+                rest, await asyncio.gather(*(self.apply(states[i], now) for i in rest)), strict=True
             ):
                 out[i] = applied
         return [bool(done) for done in out]
-
-    async def _apply_chunk(self, states: Sequence[ThemeState], now: datetime) -> bool:
-        """`apply` for a few snapshots in one bulk write; True when every one was applied."""
-        ops = [
-            UpdateOne(
-                {"_id": _key(s), "version": {"$lt": s.version}},
-                {"$set": _state_fields(s, now)},
-                upsert=True,
-            )
-            for s in states
-        ]
-        try:
-            result = await self._themes.bulk_write(ops, ordered=False)
-        except (BulkWriteError, KeyError):
-            # A duplicate `_id`: an equal or higher version is held. (FerretDB 1.24 leaves out
-            # counts PyMongo merges, hence the KeyError.)
-            return False
-        return result.matched_count + result.upserted_count == len(ops)
 
     async def apply(self, state: ThemeState, now: datetime) -> bool:
         """Keeps the snapshot if it is newer than the one held; False when it is stale."""

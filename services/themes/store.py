@@ -18,7 +18,7 @@ from typing import Any
 
 from pymongo import ASCENDING, InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from services.themes.domain import (
     AuditSummary,
@@ -30,7 +30,7 @@ from services.themes.domain import (
     snapshot_key,
     supersedes,
 )
-from shared.mongo import Document, chunked
+from shared.mongo import Document, write_all
 
 CAUSES_KEPT = 20
 
@@ -279,18 +279,9 @@ class ThemesStore:
             else InsertOne({"_id": r.key, **_review_doc(r)})
             for r in reviews
         ]
-        try:
-            written = 0
-            for chunk in chunked(ops):
-                result = await self._reviews.bulk_write(chunk, ordered=False)
-                written += result.matched_count + result.inserted_count
-            if written == len(ops):
-                return {r.event_id for r in reviews}
-        except (BulkWriteError, KeyError):
-            # A concurrent writer got there first. FerretDB 1.24 then stops at the first
-            # error whatever `ordered` says, misnumbers it, and leaves out the counts PyMongo
-            # merges (KeyError); so verify every review and finish the rest one by one.
-            pass
+        if await write_all(self._reviews, ops) == len(ops):
+            return {r.event_id for r in reviews}
+        # A concurrent writer got there first: verify every review, finish the rest one by one.
         return await self._settle_reviews(reviews)
 
     async def _settle_reviews(self, reviews: Sequence[CurrentReview]) -> set[str]:
@@ -476,16 +467,8 @@ class ThemesStore:
         for commit in commits:
             query, doc = _commit_write(*commit)
             ops.append(InsertOne(doc) if query is None else UpdateOne(query, doc))
-        written = 0
-        try:
-            for chunk in chunked(ops):
-                result = await self._snapshots.bulk_write(chunk, ordered=False)
-                written += result.matched_count + result.inserted_count
-        except (BulkWriteError, KeyError):
-            # A duplicate `_id`: another writer created the snapshot. (FerretDB 1.24 leaves
-            # out counts PyMongo merges, hence the KeyError; see `write_reviews`.)
-            return False
-        return written == len(ops)
+        # A duplicate `_id` (None) means another writer created the snapshot.
+        return await write_all(self._snapshots, ops) == len(ops)
 
     async def claim_publish(
         self, audit_ids: Collection[str], holder: str, now: datetime, until: datetime
@@ -528,12 +511,9 @@ class ThemesStore:
                 update["$max"] = versions
             updates.append((audit_id, update))
         ops = [UpdateOne({"_id": a, "lease": holder}, u) for a, u in updates]
-        released = 0
-        for chunk in chunked(ops):
-            result = await self._audits.bulk_write(chunk, ordered=False)
-            released += result.matched_count
         # A bulk write does not say which audit it missed; a lease running out under a live
         # holder is rare, so then all of them are reported.
+        released = await write_all(self._audits, ops)
         return set() if released == len(ops) else {a for a, _ in updates}
 
     async def mark_propagated(self, sources: Sequence[StoredSnapshot]) -> None:
@@ -543,5 +523,4 @@ class ThemesStore:
             UpdateOne({"_id": s.key}, {"$max": {"propagated_changes": s.pattern_changes}})
             for s in sources
         ]
-        for chunk in chunked(ops):
-            await self._snapshots.bulk_write(chunk, ordered=False)
+        await write_all(self._snapshots, ops)

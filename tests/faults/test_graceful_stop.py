@@ -21,13 +21,16 @@ GRACE_S = 30.0
 
 
 async def forwarded_claims(pipeline: Pipeline) -> dict[str, bool]:
-    """Intake's claims: event id to whether its forward to themes was acknowledged."""
+    """Intake's claims: event id to whether its forward to themes was acknowledged (its
+    offset is below how far its partition's claims are recorded as forwarded)."""
     client = make_client(pipeline.servers.mongo_url)
     try:
-        claims = client[pipeline.database]["intake_claims"].find(
-            {}, {"event_id": 1, "forwarded": 1}
-        )
-        return {doc["event_id"]: doc["forwarded"] async for doc in claims}
+        db = client[pipeline.database]
+        below = {doc["_id"]: doc["below"] async for doc in db["intake_forwarded"].find({})}
+        claims = db["intake_claims"].find({}, {"event_id": 1, "source": 1, "offset": 1})
+        return {
+            doc["event_id"]: doc["offset"] < below.get(doc["source"], 0) async for doc in claims
+        }
     finally:
         await client.close()
 
