@@ -80,7 +80,7 @@ def _stored(doc: Document) -> StoredAction:
     return StoredAction(
         action=_message(doc),
         published_version=int(doc.get("published_version", 0)),
-        history=tuple(HistoryEntry.from_doc(h) for h in doc.get("history", ())),
+        history=tuple(HistoryEntry.from_doc(h) for h in doc.get("pending", ())),
     )
 
 
@@ -127,14 +127,22 @@ class RecommendationsStore:
     `recommendation_themes`: one document per (audit, theme), `_id` `{audit_id}/{theme}`, the
     latest applied snapshot's fields; replaced only by a higher version.
     `actions`: one document per action, `_id` the action id, the current message's fields at
-    the top (queried and conditioned on), the append-only `history` of every version's
-    message, `published_version` (the highest the broker acknowledged), `unpublished` (a
-    version is stored but not yet acknowledged) and a publication lease.
+    the top (queried and conditioned on), `pending` (the history entries of the versions not
+    yet known to be in `action_history`: every unpublished one), `published_version` (the
+    highest the broker acknowledged), `unpublished` (a version is stored but not yet
+    acknowledged) and a publication lease.
+    `action_history`: the append-only history, one document per version, `_id`
+    `{action_id}#{version:010d}`. A version's entry is written with the version itself (into
+    `pending`, in the same conditional write) and copied here by the publisher before it
+    publishes; `pending` is emptied only once every version in it is published. So an action's
+    document stays small however many versions it has (a write costs the same at the
+    hundredth version as at the first), and no entry is ever lost.
     """
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._themes = db["recommendation_themes"]
         self._actions = db["actions"]
+        self._history = db["action_history"]
 
     async def ensure_indexes(self) -> None:
         """The audit lookups, the leads' listings, the overdue scan and the publication sweep."""
@@ -143,6 +151,7 @@ class RecommendationsStore:
         await self._actions.create_index([("sub_group", ASCENDING), ("status", ASCENDING)])
         await self._actions.create_index([("status", ASCENDING), ("due_by", ASCENDING)])
         await self._actions.create_index([("unpublished", ASCENDING)])
+        await self._history.create_index([("action_id", ASCENDING)])
 
     async def apply_many(self, states: Sequence[ThemeState], now: datetime) -> list[bool]:
         """`apply` for a batch's snapshots (one per key): which versions are held is read once,
@@ -218,13 +227,24 @@ class RecommendationsStore:
 
     async def actions_of(self, audit_id: str) -> dict[str, StoredAction]:
         """Every action of an audit by sub-group, without history."""
-        cursor = self._actions.find({"audit_id": audit_id}, {"history": 0})
+        cursor = self._actions.find({"audit_id": audit_id}, {"pending": 0})
         return {doc["sub_group"]: _stored(doc) async for doc in cursor}
 
     async def action(self, action_id: str) -> StoredAction | None:
         """One action with its history."""
         doc = await self._actions.find_one({"_id": action_id})
-        return _stored(doc) if doc is not None else None
+        if doc is None:
+            return None
+        pending = _stored(doc)
+        cursor = self._history.find({"action_id": action_id}).sort("_id", ASCENDING)
+        archived = [HistoryEntry.from_doc(h) async for h in cursor]
+        seen = {e.message.version for e in archived}
+        history = [*archived, *(e for e in pending.history if e.message.version not in seen)]
+        return StoredAction(
+            pending.action,
+            pending.published_version,
+            tuple(sorted(history, key=lambda e: e.message.version)),
+        )
 
     async def record(
         self,
@@ -246,7 +266,7 @@ class RecommendationsStore:
                     {
                         "_id": after.action_id,
                         **fields,
-                        "history": [entry.to_doc()],
+                        "pending": [entry.to_doc()],
                         "published_version": 0,
                         "lease_by": None,
                         "lease_until": _EPOCH,
@@ -257,7 +277,7 @@ class RecommendationsStore:
             return True
         result = await self._actions.update_one(
             {"_id": after.action_id, "version": read_version, **(also or {})},
-            {"$set": fields, "$push": {"history": {"$each": [entry.to_doc()]}}},
+            {"$set": fields, "$push": {"pending": {"$each": [entry.to_doc()]}}},
         )
         return result.matched_count == 1
 
@@ -269,7 +289,7 @@ class RecommendationsStore:
         for field, value in (("sub_group", sub_group), ("status", status), ("audit_id", audit_id)):
             if value is not None:
                 query[field] = value
-        cursor = self._actions.find(query, {"history": 0}).sort(
+        cursor = self._actions.find(query, {"pending": 0}).sort(
             [("audit_id", ASCENDING), ("sub_group", ASCENDING)]
         )
         return [_stored(doc) async for doc in cursor]
@@ -282,25 +302,44 @@ class RecommendationsStore:
                 "escalated_to": None,
                 "due_by": {"$lt": today.isoformat()},
             },
-            {"history": 0},
+            {"pending": 0},
         ).limit(limit)
         return [_stored(doc) async for doc in cursor]
 
     async def unpublished(self, limit: int) -> list[StoredAction]:
         """Actions with a stored version the broker has not acknowledged, without history."""
-        cursor = self._actions.find({"unpublished": True}, {"history": 0}).limit(limit)
+        cursor = self._actions.find({"unpublished": True}, {"pending": 0}).limit(limit)
         return [_stored(doc) async for doc in cursor]
 
     async def take_lease(
         self, action_id: str, token: str, now: datetime, ttl_s: float
     ) -> StoredAction | None:
-        """The action with its history if this caller may publish it now; None if another may."""
+        """The action, with the history entries of every version not yet archived (every
+        unpublished one among them), if this caller may publish it now; None if another may.
+        Those entries are archived before this returns, so publishing may then empty
+        `pending` (`finish_publication`)."""
         doc = await self._actions.find_one_and_update(
             {"_id": action_id, "lease_until": {"$lt": now}},
             {"$set": {"lease_by": token, "lease_until": now + timedelta(seconds=ttl_s)}},
             return_document=ReturnDocument.AFTER,
         )
-        return _stored(doc) if doc is not None else None
+        if doc is None:
+            return None
+        held = _stored(doc)
+        # Upserts that insert only what is missing: archiving twice (a publisher that died
+        # after archiving) changes nothing.
+        await write_all(
+            self._history,
+            [
+                UpdateOne(
+                    {"_id": f"{action_id}#{e.message.version:010d}"},
+                    {"$setOnInsert": {"action_id": action_id, **e.to_doc()}},
+                    upsert=True,
+                )
+                for e in held.history
+            ],
+        )
+        return held
 
     async def mark_published(self, action_id: str, version: int) -> None:
         """Records a broker acknowledgement; `unpublished` clears only if no newer version came."""
@@ -311,12 +350,18 @@ class RecommendationsStore:
 
     async def finish_publication(self, action_id: str, token: str, version: int) -> bool:
         """`mark_published` and `release_lease` in one write, when `version` is still the
-        action's latest and the lease still this caller's; False (nothing written) if not."""
+        action's latest and the lease still this caller's; False (nothing written) if not.
+        Every version is then published and, by `take_lease`, archived: `pending` empties."""
         result = await self._actions.update_one(
             {"_id": action_id, "version": version, "lease_by": token},
             {
                 "$max": {"published_version": version},
-                "$set": {"unpublished": False, "lease_by": None, "lease_until": _EPOCH},
+                "$set": {
+                    "unpublished": False,
+                    "lease_by": None,
+                    "lease_until": _EPOCH,
+                    "pending": [],
+                },
             },
         )
         return result.matched_count == 1

@@ -96,6 +96,8 @@ async def test_an_overdue_action_is_escalated_once_across_replicas_and_restarts(
         assert versions == list(range(1, len(versions) + 1))
     docs = [doc async for doc in mongo[namespace]["actions"].find({})]
     for doc in docs:
-        events = [h["message"]["event"] for h in doc["history"]]
+        history = mongo[namespace]["action_history"].find({"action_id": doc["_id"]})
+        events = [h["message"]["event"] async for h in history]
+        assert len(events) == doc["version"], "every version is in the history"
         assert events.count("escalated") == (0 if doc["_id"] == EDUCATION else 1)
         assert doc["published_version"] == doc["version"]
