@@ -223,7 +223,8 @@ def _audit_record(doc: Document) -> AuditRecord:
 class ThemesStore:
     """Three collections: `themes_reviews` (one per audit, agency and case token, highest
     revision only), `themes_snapshots` (one per audit and theme, `_id` the contract's key) and
-    `themes_audits` (one per audit: codes seen, cohort summary)."""
+    `themes_audits` (one per audit: codes seen, cohort summary, the lease on publishing its
+    snapshots and the version of each the broker acknowledged)."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._reviews = db["themes_reviews"]

@@ -52,9 +52,11 @@ async def test_sigterm_mid_batch_commits_only_what_was_processed(
     pipeline: Pipeline, figures: Figures
 ) -> None:
     started = time.monotonic()
-    events = generate(audits=4, cases_per_audit=10, max_revision=9, seed=31, favoured_only=True)
+    # Enough events that intake is still busy well after its first forward is seen (it works
+    # through a few hundred in the time the signal takes to land), and small batches: many
+    # per service, so that one is in flight while others wait.
+    events = generate(audits=20, cases_per_audit=10, max_revision=9, seed=31, favoured_only=True)
     reference = expected(events)
-    # Small batches: several per service, so that one is in flight while others wait.
     pipeline.values.update(intake_batch_max=200, themes_batch_max=200)
     await pipeline.submit(record(e) for e in events)
 
