@@ -101,12 +101,15 @@ class IntakeStore:
             )
         )
         docs = [doc for docs in found for doc in docs]
-        below = await self._forwarded_below({doc["source"] for doc in docs})
+        below = await self._forwarded_below({doc["source"] for doc in docs if "source" in doc})
         return {
             doc["_id"]: Claim(
                 doc["event_id"],
                 doc["fingerprint"],
-                forwarded=doc["offset"] < below.get(doc["source"], 0),
+                # A claim stored before positions were kept carries its own flag instead.
+                forwarded=doc["offset"] < below.get(doc["source"], 0)
+                if "source" in doc
+                else bool(doc.get("forwarded", False)),
             )
             for doc in docs
         }
