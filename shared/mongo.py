@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient, InsertOne, UpdateOne
@@ -30,6 +30,42 @@ def chunked(items: Sequence[T]) -> Iterator[Sequence[T]]:
     """`items` in runs of at most `WRITE_CHUNK`, the size bulk writes are sent in."""
     for start in range(0, len(items), WRITE_CHUNK):
         yield items[start : start + WRITE_CHUNK]
+
+
+def any_of(field: str, values: Collection[str]) -> Document:
+    """A filter on `field` matching any of `values`: plain equality when there is one, which
+    FerretDB pushes down to an index (it pushes no `$in` down, so reads the whole collection
+    for one); `$in` otherwise."""
+    wanted = sorted(values)
+    return {field: wanted[0]} if len(wanted) == 1 else {field: {"$in": wanted}}
+
+
+def grouped(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(group, id) pairs as each group's sorted, distinct ids, groups in order."""
+    groups: dict[str, set[str]] = {}
+    for group, doc_id in pairs:
+        groups.setdefault(group, set()).add(doc_id)
+    return {group: sorted(ids) for group, ids in sorted(groups.items())}
+
+
+async def find_by_group(
+    collection: AsyncCollection[Document],
+    field: str,
+    groups: Mapping[str, Sequence[str] | None],
+    projection: Document | None = None,
+) -> list[Document]:
+    """The documents whose `field` is each group's value (and, where ids are given, whose
+    `_id` is among them), one query per group, run together. Naming the group's value lets an
+    index find its documents on any store; FerretDB would read the whole collection for an
+    `_id` `$in` alone."""
+
+    def query(value: str, ids: Sequence[str] | None) -> Document:
+        return {field: value} if ids is None else {field: value, "_id": {"$in": list(ids)}}
+
+    found = await asyncio.gather(
+        *(collection.find(query(v, ids), projection).to_list() for v, ids in groups.items())
+    )
+    return [doc for docs in found for doc in docs]
 
 
 async def write_all(

@@ -13,7 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.intake.domain import Admitted, Claim, Refused
-from shared.mongo import Document
+from shared.mongo import Document, any_of, find_by_group, grouped
 
 _DUPLICATE_KEY = 11000
 
@@ -89,18 +89,8 @@ class IntakeStore:
 
     async def _held(self, wanted: Sequence[Document]) -> dict[str, Claim]:
         """The claims already holding these documents' revision keys, by key."""
-        by_audit: dict[str, list[str]] = {}
-        for doc in wanted:
-            by_audit.setdefault(doc["audit_id"], []).append(doc["_id"])
-        # A query per audit naming the audit: an index finds its claims on any store, where
-        # FerretDB reads the whole collection for an `_id` `$in` alone.
-        found = await asyncio.gather(
-            *(
-                self._claims.find({"audit_id": a, "_id": {"$in": keys}}).to_list()
-                for a, keys in sorted(by_audit.items())
-            )
-        )
-        docs = [doc for docs in found for doc in docs]
+        by_audit = grouped((doc["audit_id"], doc["_id"]) for doc in wanted)
+        docs = await find_by_group(self._claims, "audit_id", by_audit)
         below = await self._forwarded_below({doc["source"] for doc in docs if "source" in doc})
         return {
             doc["_id"]: Claim(
@@ -117,7 +107,7 @@ class IntakeStore:
     async def _forwarded_below(self, partitions: Collection[str]) -> dict[str, int]:
         if not partitions:
             return {}
-        cursor = self._forwarded.find({"_id": {"$in": sorted(partitions)}})
+        cursor = self._forwarded.find(any_of("_id", partitions))
         return {doc["_id"]: int(doc["below"]) async for doc in cursor}
 
     async def mark_forwarded(self, below: Mapping[str, int]) -> None:

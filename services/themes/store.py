@@ -30,21 +30,13 @@ from services.themes.domain import (
     snapshot_key,
     supersedes,
 )
-from shared.mongo import Document, write_all
+from shared.mongo import Document, any_of, find_by_group, grouped, write_all
 
 CAUSES_KEPT = 20
 
 
-def _by_audit(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    """(audit id, document id) pairs as each audit's sorted ids."""
-    grouped: dict[str, set[str]] = {}
-    for audit_id, doc_id in items:
-        grouped.setdefault(audit_id, set()).add(doc_id)
-    return {audit_id: sorted(ids) for audit_id, ids in sorted(grouped.items())}
-
-
 def _snapshots_by_audit(keys: Iterable[str]) -> dict[str, list[str]]:
-    return _by_audit((audit_of(key), key) for key in keys)
+    return grouped((audit_of(key), key) for key in keys)
 
 
 @dataclass(frozen=True)
@@ -249,17 +241,9 @@ class ThemesStore:
     async def _reviews_by_key(
         self, reviews: Iterable[CurrentReview], projection: Document
     ) -> dict[str, Document]:
-        # One query per audit, run together, each naming its audit as well as the keys: an
-        # index finds the audit's documents on any store, where FerretDB would read the whole
-        # collection for an `_id` `$in` alone (it pushes only equality filters down).
-        groups = _by_audit((r.audit_id, r.key) for r in reviews)
-        found = await asyncio.gather(
-            *(
-                self._reviews.find({"audit_id": a, "_id": {"$in": ids}}, projection).to_list()
-                for a, ids in groups.items()
-            )
-        )
-        return {doc["_id"]: doc for docs in found for doc in docs}
+        groups = grouped((r.audit_id, r.key) for r in reviews)
+        found = await find_by_group(self._reviews, "audit_id", groups, projection)
+        return {doc["_id"]: doc for doc in found}
 
     async def write_reviews(
         self, reviews: Sequence[CurrentReview], stored: Mapping[str, int]
@@ -389,41 +373,28 @@ class ThemesStore:
     async def _read_snapshots(
         self, wanted: Mapping[str, Sequence[str] | None], published: Published | None = None
     ) -> list[StoredSnapshot]:
-        # One query per audit, run together, naming the audit (see `_reviews_by_key`); the
-        # snapshots (all of the audit's, or the keys given) are read before the versions
+        # The snapshots (all of the audit's, or the keys given) are read before the versions
         # acknowledged, so a snapshot is never taken as published when it was not.
-        def query(audit_id: str, keys: Sequence[str] | None) -> Document:
-            return (
-                {"audit_id": audit_id}
-                if keys is None
-                else {"audit_id": audit_id, "_id": {"$in": keys}}
-            )
-
-        found = await asyncio.gather(
-            *(self._snapshots.find(query(a, keys)).to_list() for a, keys in wanted.items())
-        )
+        found = await find_by_group(self._snapshots, "audit_id", wanted)
         if published is None:
             published = await self._published(wanted)
-        return [_stored_snapshot(doc, published) for docs in found for doc in docs]
+        return [_stored_snapshot(doc, published) for doc in found]
 
     async def _published(self, audit_ids: Collection[str]) -> dict[str, dict[str, int]]:
         if not audit_ids:
             return {}
-        ids = sorted(audit_ids)
-        query: Document = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}
-        cursor = self._audits.find(query, {"published": 1})
+        cursor = self._audits.find(any_of("_id", audit_ids), {"published": 1})
         return {doc["_id"]: dict(doc.get("published", {})) async for doc in cursor}
 
     async def pattern_audits(self, themes: Iterable[str]) -> dict[str, set[str]]:
         """For each theme, the audits where it is a pattern now."""
         found: dict[str, set[str]] = {}
-        wanted = sorted(set(themes))
+        wanted = set(themes)
         if not wanted:
             return found
-        # One theme is asked for by equality, which FerretDB can answer from its index too (it
-        # pushes no `$in` down, so would read every pattern of every theme).
-        which: Document = {"theme": wanted[0]} if len(wanted) == 1 else {"theme": {"$in": wanted}}
-        cursor = self._snapshots.find({**which, "is_pattern": True}, {"audit_id": 1, "theme": 1})
+        cursor = self._snapshots.find(
+            {**any_of("theme", wanted), "is_pattern": True}, {"audit_id": 1, "theme": 1}
+        )
         async for doc in cursor:
             found.setdefault(doc["theme"], set()).add(doc["audit_id"])
         return found
@@ -479,10 +450,8 @@ class ThemesStore:
         their snapshots as they are at that moment."""
         if not audit_ids:
             return {}
-        ids = sorted(audit_ids)
-        which: Document = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}
         await self._audits.update_many(
-            {**which, "$or": [{"lease": None}, {"lease_until": {"$lt": now}}]},
+            {**any_of("_id", audit_ids), "$or": [{"lease": None}, {"lease_until": {"$lt": now}}]},
             {"$set": {"lease": holder, "lease_until": until}},
         )
         # The holder is this call's own, so its lease names exactly the audits it took, and
