@@ -30,7 +30,13 @@ from services.themes.domain import (
     winners,
     with_recurring,
 )
-from services.themes.store import AuditRecord, StoredSnapshot, ThemesStore
+from services.themes.store import (
+    AuditRecord,
+    StoredSnapshot,
+    ThemesStore,
+    acknowledged,
+    committed_state,
+)
 from shared.consuming import batch_position
 from shared.contracts import ReviewAcceptedV1
 from shared.log import bind_causes, get_logger
@@ -71,10 +77,11 @@ class Tally:
 
 @dataclass(frozen=True)
 class Refreshed:
-    """What refreshing one theme's snapshots in other audits left: the versions to publish
-    by key, the audits whose snapshots changed, and how many a redo already published."""
+    """What refreshing one theme's snapshots in other audits left: the snapshots to publish
+    (as committed) by key, the audits whose snapshots changed, and how many a redo already
+    published."""
 
-    wanted: Mapping[str, int]
+    wanted: Mapping[str, StoredSnapshot]
     touched: set[str]
     published: int
 
@@ -127,8 +134,8 @@ class Themes:
         await self._store.note_codes(
             {a: {f.code for r in rs for f in r.findings} for a, rs in by_audit.items()}
         )
-        await self._recompute_all({a: _causes(rs, stored) for a, rs in by_audit.items()})
-        published = await self._flush(list(by_audit))
+        current = await self._recompute_all({a: _causes(rs, stored) for a, rs in by_audit.items()})
+        published = await self._flush(current)
         tally = Tally(records=len(batch), audits=len(by_audit), published=published)
         if batch:
             log.info(
@@ -164,10 +171,12 @@ class Themes:
                 log.debug("stale review ignored", **fields)
         return stored
 
-    async def _recompute_all(self, causes: Mapping[str, Sequence[str]]) -> None:
+    async def _recompute_all(
+        self, causes: Mapping[str, Sequence[str]]
+    ) -> dict[str, list[StoredSnapshot]]:
         """`_recompute` for each of these audits; the first attempt for all of them together,
         with the other audits' pattern flags read once, an audit whose commit lost retrying on
-        its own."""
+        its own. Returns each audit's snapshots as committed."""
         audits = sorted(causes)
         found = await _concurrently(self._store.audit(a) for a in audits)
         records = [_known(a, r) for a, r in zip(audits, found, strict=True)]
@@ -181,13 +190,12 @@ class Themes:
             self._commit_recompute(a, r, h, rs, ts, patterns, causes[a], attempt=0)
             for a, r, h, rs, ts in zip(audits, records, held, reviews, themes, strict=True)
         )
-        await _concurrently(
-            self._recompute(a, causes[a])
-            for a, done in zip(audits, committed, strict=True)
-            if not done
-        )
+        lost = [a for a, done in zip(audits, committed, strict=True) if done is None]
+        redone = await _concurrently(self._recompute(a, causes[a]) for a in lost)
+        current = {a: done for a, done in zip(audits, committed, strict=True) if done is not None}
+        return current | dict(zip(lost, redone, strict=True))
 
-    async def _recompute(self, audit_id: str, causes: Sequence[str]) -> None:
+    async def _recompute(self, audit_id: str, causes: Sequence[str]) -> list[StoredSnapshot]:
         """Recomputes every theme of the audit and its summary, committing all or retrying.
 
         What each write is conditional on (audit and snapshot `rev`) is read before the
@@ -201,10 +209,11 @@ class Themes:
             reviews = await self._store.reviews(audit_id)
             themes = themes_of([*record.codes, *held], self._taxonomy)
             patterns = await self._store.pattern_audits(themes)
-            if await self._commit_recompute(
+            committed = await self._commit_recompute(
                 audit_id, record, held, reviews, themes, patterns, causes, attempt
-            ):
-                return
+            )
+            if committed is not None:
+                return committed
         raise ConflictError(f"audit {audit_id}: recompute lost {self._max_attempts} times")
 
     async def _commit_recompute(
@@ -217,9 +226,10 @@ class Themes:
         patterns: Mapping[str, set[str]],
         causes: Sequence[str],
         attempt: int,
-    ) -> bool:
-        """Computes the audit's snapshots and summary from what was read and commits them;
-        False when another writer committed the audit or one of its snapshots since."""
+    ) -> list[StoredSnapshot] | None:
+        """Computes the audit's snapshots and summary from what was read and commits them,
+        returning the snapshots as committed; None when another writer committed the audit or
+        one of its snapshots since."""
         contents = theme_contents(
             audit_id,
             reviews,
@@ -234,13 +244,12 @@ class Themes:
             theme: revise(s.snapshot if (s := held.get(theme)) else None, content, now)
             for theme, content in contents.items()
         }
-        if not await self._store.commit_snapshots(
-            [(held.get(t), revisions[t], contents[t], causes) for t in contents]
-        ):
-            return False
+        commits = [(held.get(t), revisions[t], contents[t], causes) for t in contents]
+        if not await self._store.commit_snapshots(commits):
+            return None
         changed = summary != record.summary or any(r is not None for r in revisions.values())
         if not await self._store.commit_audit(record, summary, now, changed):
-            return False
+            return None
         log.info(
             "themes recomputed",
             audit_id=audit_id,
@@ -249,11 +258,13 @@ class Themes:
             correlation_id=causes[0] if causes else None,
             caused_by=list(causes),
         )
-        return True
+        return [committed_state(*commit) for commit in commits]
 
-    async def _flush(self, audit_ids: Sequence[str]) -> int:
+    async def _flush(self, current: Mapping[str, Sequence[StoredSnapshot]]) -> int:
         """Publishes the audits' unacknowledged versions and carries their pattern flips into
-        other audits; also finishes whatever a crashed run left of either.
+        other audits; also finishes whatever a crashed run left of either. `current` is every
+        snapshot of the audits as the batch's recomputes committed them (a crashed run's
+        unfinished work shows in them too: the recompute read it).
 
         Done once for the whole batch: every store command here reads or writes a set of
         snapshots at once, a theme that flipped in several of the batch's audits refreshes
@@ -262,18 +273,20 @@ class Themes:
         carried only once everything they changed is published, so a crash before leaves
         them to be carried again.
         """
-        if not audit_ids:
+        held = [s for snapshots in current.values() for s in snapshots]
+        if not held:
             return 0
-        held = await self._store.snapshots_of(audit_ids)
-        wanted = {s.key: s.snapshot.version for s in held if s.pending_publish}
+        wanted = {s.key: s for s in held if s.pending_publish}
         flipped: dict[str, list[StoredSnapshot]] = {}
         for s in held:
             if s.pending_propagation:
                 flipped.setdefault(s.snapshot.content.theme, []).append(s)
         refreshed = await _concurrently(self._propagate(sources) for sources in flipped.values())
         for r in refreshed:
-            for key, version in r.wanted.items():
-                wanted[key] = max(version, wanted.get(key, 0))
+            for key, snapshot in r.wanted.items():
+                # A refresh committed after the recompute read the key: its state is the later.
+                if key not in wanted or snapshot.rev > wanted[key].rev:
+                    wanted[key] = snapshot
         await self._store.touch_audits({a for r in refreshed for a in r.touched}, self._now())
         published = await self._publish_many(wanted)
         await self._store.mark_propagated([s for sources in flipped.values() for s in sources])
@@ -308,21 +321,16 @@ class Themes:
         for stored in held:
             updated = with_recurring(stored.snapshot.content, patterns)
             planned.append((stored, revise(stored.snapshot, updated, now), updated))
-        committed = await self._store.commit_snapshots(
-            [(stored, revised, updated, causes) for stored, revised, updated in planned]
-        )
+        commits = [(stored, revised, updated, causes) for stored, revised, updated in planned]
+        committed = await self._store.commit_snapshots(commits)
         touched = {s.snapshot.content.audit_id for s, revised, _ in planned if revised is not None}
         if not committed:
             # Some commits lost to another writer (which ones, a bulk write does not say):
             # each snapshot is redone on its own, which also publishes any that did commit.
             redone = await _concurrently(self._refresh_recurring(s.key, causes) for s in held)
             return Refreshed({}, touched, sum(redone))
-        wanted: dict[str, int] = {}
-        for stored, revised, _ in planned:
-            version = revised.version if revised is not None else stored.snapshot.version
-            if version > stored.published_version:
-                wanted[stored.key] = version
-        return Refreshed(wanted, touched, 0)
+        now_held = (committed_state(*commit) for commit in commits)
+        return Refreshed({s.key: s for s in now_held if s.pending_publish}, touched, 0)
 
     async def _refresh_recurring(self, key: str, causes: Sequence[str]) -> int:
         """Brings one snapshot's `recurring_in` up to date, optimistically like `_recompute`."""
@@ -345,10 +353,9 @@ class Themes:
             await _back_off(attempt)
         raise ConflictError(f"snapshot {key}: recurrence update lost {self._max_attempts} times")
 
-    async def _publish_many(self, wanted: Mapping[str, int]) -> int:
-        """Returns once the broker has acknowledged, for each snapshot key, the version wanted
-        or a later one; publishes every other version of the same audits still unacknowledged
-        along the way.
+    async def _publish_many(self, wanted: Mapping[str, StoredSnapshot]) -> int:
+        """Returns once the broker has acknowledged, for each snapshot key, the version of the
+        snapshot given (as its caller committed it) or a later one.
 
         Publishing is serialised per audit by a lease in the audit's document, and the holder
         publishes a snapshot only above its acknowledged version, so each key's versions reach
@@ -360,21 +367,30 @@ class Themes:
         if not wanted:
             return 0
         by_audit: dict[str, dict[str, int]] = {}
-        for key, version in wanted.items():
-            by_audit.setdefault(audit_of(key), {})[key] = version
+        for key, snapshot in wanted.items():
+            by_audit.setdefault(audit_of(key), {})[key] = snapshot.snapshot.version
         holder = uuid.uuid4().hex
         now = self._now()
-        claimed = await self._store.claim_publish(by_audit, holder, now, now + self._lease)
+        claimed = await self._store.claim_audits(by_audit, holder, now, now + self._lease)
         sent: dict[str, int] = {}
         lost: set[str] = set()
         try:
-            await self._send_pending([s for held in claimed.values() for s in held], sent)
+            # The snapshots are sent as committed, not read back: a version committed by
+            # someone else since is that committer's to publish, and one already acknowledged
+            # (the claim read what the broker acknowledged) is not sent again.
+            await self._send_pending(
+                [
+                    acknowledged(claimed[audit_of(k)], s)
+                    for k, s in wanted.items()
+                    if audit_of(k) in claimed
+                ],
+                sent,
+            )
         finally:
             # Also on failure or cancellation, so nobody waits for the leases to run out.
             lost = await self._store.release_publish(claimed, holder, sent)
-        # Where the lease held to the end, every version wanted is acknowledged: each was
-        # committed before the claim read the audit, so it was sent then or already had been.
-        # A version committed since is its committer's to publish.
+        # Where the lease held to the end, every version wanted is acknowledged: it was sent
+        # then or already had been.
         leftovers = {
             audit_id: keys
             for audit_id, keys in by_audit.items()

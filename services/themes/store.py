@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -158,6 +158,44 @@ def _commit_write(
         if content.is_pattern != held.snapshot.content.is_pattern:
             update["$inc"]["pattern_changes"] = 1
     return {"_id": held.key, "rev": held.rev}, update
+
+
+def committed_state(
+    held: StoredSnapshot | None,
+    revised: Snapshot | None,
+    content: ThemeContent,
+    causes: Sequence[str],
+) -> StoredSnapshot:
+    """What the store holds once `_commit_write` of these won, so that the committer can
+    publish from memory instead of reading its own write back (the fields change exactly as
+    that write changes them)."""
+    if held is None:
+        assert revised is not None, "a first snapshot is always a new version"
+        return StoredSnapshot(
+            snapshot=revised,
+            rev=1,
+            published_version=0,
+            pattern_changes=1 if content.is_pattern else 0,
+            propagated_changes=0,
+            caused_by=tuple(causes[:CAUSES_KEPT]),
+        )
+    if revised is None:
+        return replace(held, rev=held.rev + 1)
+    flipped = content.is_pattern != held.snapshot.content.is_pattern
+    return replace(
+        held,
+        snapshot=revised,
+        rev=held.rev + 1,
+        pattern_changes=held.pattern_changes + (1 if flipped else 0),
+        caused_by=tuple(causes[:CAUSES_KEPT]),
+    )
+
+
+def acknowledged(published: Mapping[str, int], snapshot: StoredSnapshot) -> StoredSnapshot:
+    """The snapshot with its theme's acknowledged version taken from `published` (an audit's,
+    as `ThemesStore.claim_audits` returned it)."""
+    version = published.get(_published_field(snapshot.snapshot.content.theme), 0)
+    return replace(snapshot, published_version=version)
 
 
 def _review_doc(review: CurrentReview) -> Document:
@@ -442,12 +480,12 @@ class ThemesStore:
         # A duplicate `_id` (None) means another writer created the snapshot.
         return await write_all(self._snapshots, ops) == len(ops)
 
-    async def claim_publish(
+    async def claim_audits(
         self, audit_ids: Collection[str], holder: str, now: datetime, until: datetime
-    ) -> dict[str, list[StoredSnapshot]]:
+    ) -> dict[str, dict[str, int]]:
         """Takes the right to publish the snapshots of each of these audits that nobody holds
         (or whose holder's lease ran out), with one command; returns, for the audits taken,
-        their snapshots as they are at that moment."""
+        the version of each theme the broker acknowledged (by theme)."""
         if not audit_ids:
             return {}
         await self._audits.update_many(
@@ -457,7 +495,14 @@ class ThemesStore:
         # The holder is this call's own, so its lease names exactly the audits it took, and
         # while it holds them nobody else moves their acknowledged versions.
         cursor = self._audits.find({"lease": holder}, {"published": 1})
-        published = {doc["_id"]: dict(doc.get("published", {})) async for doc in cursor}
+        return {doc["_id"]: dict(doc.get("published", {})) async for doc in cursor}
+
+    async def claim_publish(
+        self, audit_ids: Collection[str], holder: str, now: datetime, until: datetime
+    ) -> dict[str, list[StoredSnapshot]]:
+        """`claim_audits`, returning for the audits taken their snapshots as they are at that
+        moment."""
+        published = await self.claim_audits(audit_ids, holder, now, until)
         claimed: dict[str, list[StoredSnapshot]] = {a: [] for a in published}
         for s in await self._read_snapshots(dict.fromkeys(published), published):
             claimed[s.snapshot.content.audit_id].append(s)
