@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -76,6 +76,16 @@ class Tally:
 
 
 @dataclass(frozen=True)
+class Inputs:
+    """What a recompute of one audit is computed from: the audit and its snapshots as read
+    (what the commit is conditional on), then its current reviews by key."""
+
+    record: AuditRecord
+    snapshots: Mapping[str, StoredSnapshot]
+    reviews: dict[str, CurrentReview]
+
+
+@dataclass(frozen=True)
 class Refreshed:
     """What refreshing one theme's snapshots in other audits left: the snapshots to publish
     (as committed) by key, the audits whose snapshots changed, and how many a redo already
@@ -124,8 +134,6 @@ class Themes:
         started = time.monotonic()
         parsed = [(record, _parse(record)) for record in batch]
         arrived = [(record, review) for record, review in parsed if review is not None]
-        stored = await self._store_reviews(arrived)
-
         by_audit: dict[str, list[CurrentReview]] = {}
         for _, review in arrived:
             by_audit.setdefault(review.audit_id, []).append(review)
@@ -134,7 +142,11 @@ class Themes:
         await self._store.note_codes(
             {a: {f.code for r in rs for f in r.findings} for a, rs in by_audit.items()}
         )
-        current = await self._recompute_all({a: _causes(rs, stored) for a, rs in by_audit.items()})
+        inputs = await self._read_inputs(sorted(by_audit))
+        stored = await self._store_reviews(arrived, inputs)
+        current = await self._recompute_all(
+            inputs, {a: _causes(rs, stored) for a, rs in by_audit.items()}
+        )
         published = await self._flush(current)
         tally = Tally(records=len(batch), audits=len(by_audit), published=published)
         if batch:
@@ -148,10 +160,43 @@ class Themes:
             )
         return tally
 
-    async def _store_reviews(self, arrived: Sequence[tuple[Incoming, CurrentReview]]) -> set[str]:
+    async def _read_inputs(self, audits: Sequence[str]) -> dict[str, Inputs]:
+        """What the first recompute of each of these audits starts from, read for all of them
+        together: the audit and its snapshots (what the commits are conditional on) before
+        its reviews."""
+        found = await _concurrently(self._store.audit(a) for a in audits)
+        records = [_known(a, r) for a, r in zip(audits, found, strict=True)]
+        held = await _concurrently(self._store.snapshots(a) for a in audits)
+        reviews = await _concurrently(self._store.reviews(a) for a in audits)
+        return {
+            a: Inputs(record, snapshots, {r.key: r for r in on_file})
+            for a, record, snapshots, on_file in zip(audits, records, held, reviews, strict=True)
+        }
+
+    async def _store_reviews(
+        self, arrived: Sequence[tuple[Incoming, CurrentReview]], inputs: dict[str, Inputs]
+    ) -> set[str]:
+        """Stores the batch's winning reviews and brings `inputs` up to date with them.
+
+        The revisions they are weighed against come from the audits' reviews `_read_inputs`
+        read, so the store is not asked twice. A review stored here replaces the one read; an
+        audit where a winner lost to another writer is read again. Another writer's review of
+        a key this batch does not touch, stored after the read, is that writer's to recompute
+        (it reads the audit after storing it, so its commit comes after this one's or fails).
+        """
         reviews = [review for _, review in arrived]
-        held = await self._store.revisions(reviews)
-        stored = await self._store.write_reviews(winners(reviews, held), held)
+        held = {k: r.revision for i in inputs.values() for k, r in i.reviews.items()}
+        chosen = winners(reviews, held)
+        stored = await self._store.write_reviews(chosen, held)
+        unsure: set[str] = set()
+        for review in chosen:
+            if review.event_id in stored:
+                inputs[review.audit_id].reviews[review.key] = review
+            else:
+                unsure.add(review.audit_id)
+        found = await _concurrently(self._store.reviews(a) for a in sorted(unsure))
+        for audit_id, on_file in zip(sorted(unsure), found, strict=True):
+            inputs[audit_id] = replace(inputs[audit_id], reviews={r.key: r for r in on_file})
         logged: set[str] = set()
         for record, review in arrived:
             fields: dict[str, Any] = {
@@ -172,23 +217,29 @@ class Themes:
         return stored
 
     async def _recompute_all(
-        self, causes: Mapping[str, Sequence[str]]
+        self, inputs: Mapping[str, Inputs], causes: Mapping[str, Sequence[str]]
     ) -> dict[str, list[StoredSnapshot]]:
         """`_recompute` for each of these audits; the first attempt for all of them together,
-        with the other audits' pattern flags read once, an audit whose commit lost retrying on
-        its own. Returns each audit's snapshots as committed."""
+        from `inputs`, with the other audits' pattern flags read once, an audit whose commit
+        lost retrying on its own. Returns each audit's snapshots as committed."""
         audits = sorted(causes)
-        found = await _concurrently(self._store.audit(a) for a in audits)
-        records = [_known(a, r) for a, r in zip(audits, found, strict=True)]
-        held = await _concurrently(self._store.snapshots(a) for a in audits)
-        reviews = await _concurrently(self._store.reviews(a) for a in audits)
-        themes = [
-            themes_of([*r.codes, *h], self._taxonomy) for r, h in zip(records, held, strict=True)
-        ]
-        patterns = await self._store.pattern_audits({t for ts in themes for t in ts})
+        themes = {
+            a: themes_of([*inputs[a].record.codes, *inputs[a].snapshots], self._taxonomy)
+            for a in audits
+        }
+        patterns = await self._store.pattern_audits({t for ts in themes.values() for t in ts})
         committed = await _concurrently(
-            self._commit_recompute(a, r, h, rs, ts, patterns, causes[a], attempt=0)
-            for a, r, h, rs, ts in zip(audits, records, held, reviews, themes, strict=True)
+            self._commit_recompute(
+                a,
+                inputs[a].record,
+                inputs[a].snapshots,
+                list(inputs[a].reviews.values()),
+                themes[a],
+                patterns,
+                causes[a],
+                attempt=0,
+            )
+            for a in audits
         )
         lost = [a for a, done in zip(audits, committed, strict=True) if done is None]
         redone = await _concurrently(self._recompute(a, causes[a]) for a in lost)
