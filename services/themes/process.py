@@ -32,6 +32,7 @@ from services.themes.domain import (
 )
 from services.themes.store import (
     AuditRecord,
+    ReviewFile,
     StoredSnapshot,
     ThemesStore,
     acknowledged,
@@ -78,11 +79,13 @@ class Tally:
 @dataclass(frozen=True)
 class Inputs:
     """What a recompute of one audit is computed from: the audit and its snapshots as read
-    (what the commit is conditional on), then its current reviews by key."""
+    (what the commit is conditional on), then its current reviews by key (the stored ones as
+    read, `file`, with the batch's own written over them)."""
 
     record: AuditRecord
     snapshots: Mapping[str, StoredSnapshot]
     reviews: dict[str, CurrentReview]
+    file: ReviewFile
 
 
 @dataclass(frozen=True)
@@ -167,10 +170,10 @@ class Themes:
         found = await _concurrently(self._store.audit(a) for a in audits)
         records = [_known(a, r) for a, r in zip(audits, found, strict=True)]
         held = await _concurrently(self._store.snapshots(a) for a in audits)
-        reviews = await _concurrently(self._store.reviews(a) for a in audits)
+        files = await _concurrently(self._store.review_file(a) for a in audits)
         return {
-            a: Inputs(record, snapshots, {r.key: r for r in on_file})
-            for a, record, snapshots, on_file in zip(audits, records, held, reviews, strict=True)
+            a: Inputs(record, snapshots, dict(file.current), file)
+            for a, record, snapshots, file in zip(audits, records, held, files, strict=True)
         }
 
     async def _store_reviews(
@@ -187,7 +190,7 @@ class Themes:
         reviews = [review for _, review in arrived]
         held = {k: r.revision for i in inputs.values() for k, r in i.reviews.items()}
         chosen = winners(reviews, held)
-        stored = await self._store.write_reviews(chosen, held)
+        stored = await self._store.write_reviews(chosen, {a: i.file for a, i in inputs.items()})
         unsure: set[str] = set()
         for review in chosen:
             if review.event_id in stored:

@@ -10,7 +10,6 @@ Only the feature subset both MongoDB and FerretDB 1.24 support is used.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -28,7 +27,6 @@ from services.themes.domain import (
     ThemeContent,
     audit_of,
     snapshot_key,
-    supersedes,
 )
 from shared.mongo import Document, any_of, find_by_group, grouped, write_all
 
@@ -214,6 +212,43 @@ def _review_doc(review: CurrentReview) -> Document:
     }
 
 
+def _revision_id(review: CurrentReview) -> str:
+    return f"{review.key}#{review.revision}"
+
+
+@dataclass(frozen=True)
+class ReviewFile:
+    """An audit's stored reviews: the current (highest) revision for each key, the id of the
+    document holding it, and the ids of documents holding lower ones, left to delete."""
+
+    current: dict[str, CurrentReview]
+    ids: dict[str, str]
+    stale: tuple[str, ...]
+
+    @classmethod
+    def of(cls, docs: Iterable[Document]) -> ReviewFile:
+        """The file these documents (one audit's) make."""
+        current: dict[str, CurrentReview] = {}
+        ids: dict[str, str] = {}
+        stale: list[str] = []
+        for doc in docs:
+            review = _current_review(doc)
+            held = current.get(review.key)
+            if held is not None and held.revision >= review.revision:
+                stale.append(doc["_id"])
+                continue
+            if held is not None:
+                stale.append(ids[review.key])
+            current[review.key] = review
+            ids[review.key] = doc["_id"]
+        return cls(current, ids, tuple(stale))
+
+    def superseded_by(self, reviews: Iterable[CurrentReview]) -> list[str]:
+        """The documents left to delete once these reviews (higher revisions) are stored: the
+        ones they replace and those already stale."""
+        return [*self.stale, *(self.ids[r.key] for r in reviews if r.key in self.ids)]
+
+
 def _current_review(doc: Document) -> CurrentReview:
     return CurrentReview(
         event_id=doc["event_id"],
@@ -251,10 +286,11 @@ def _audit_record(doc: Document) -> AuditRecord:
 
 
 class ThemesStore:
-    """Three collections: `themes_reviews` (one per audit, agency and case token, highest
-    revision only), `themes_snapshots` (one per audit and theme, `_id` the contract's key) and
-    `themes_audits` (one per audit: codes seen, cohort summary, the lease on publishing its
-    snapshots and the version of each the broker acknowledged)."""
+    """Three collections: `themes_reviews` (one per revision of each audit, agency and case
+    token, `_id` `{key}#{revision}`; the highest is the current review, and the ones below
+    it are deleted once it is stored), `themes_snapshots` (one per audit and theme, `_id`
+    the contract's key) and `themes_audits` (one per audit: codes seen, cohort summary, the
+    lease on publishing its snapshots and the version of each the broker acknowledged)."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._reviews = db["themes_reviews"]
@@ -271,60 +307,61 @@ class ThemesStore:
 
     # --- reviews -------------------------------------------------------------------------
 
+    async def review_file(self, audit_id: str) -> ReviewFile:
+        """An audit's stored reviews (tens of cases, a handful of agencies), in one query."""
+        docs = await self._reviews.find({"audit_id": audit_id}).to_list()
+        return ReviewFile.of(docs)
+
+    async def reviews(self, audit_id: str) -> list[CurrentReview]:
+        """Every current review of an audit."""
+        return list((await self.review_file(audit_id)).current.values())
+
     async def revisions(self, reviews: Iterable[CurrentReview]) -> dict[str, int]:
         """The stored revision of each of these reviews that is stored at all."""
-        found = await self._reviews_by_key(reviews, {"revision": 1})
-        return {key: doc["revision"] for key, doc in found.items()}
+        files = await self._files({r.audit_id for r in reviews})
+        current = {k: r for f in files.values() for k, r in f.current.items()}
+        return {r.key: current[r.key].revision for r in reviews if r.key in current}
 
-    async def _reviews_by_key(
-        self, reviews: Iterable[CurrentReview], projection: Document
-    ) -> dict[str, Document]:
-        groups = grouped((r.audit_id, r.key) for r in reviews)
-        found = await find_by_group(self._reviews, "audit_id", groups, projection)
-        return {doc["_id"]: doc for doc in found}
+    async def _files(self, audit_ids: Collection[str]) -> dict[str, ReviewFile]:
+        found = await asyncio.gather(*(self.review_file(a) for a in sorted(audit_ids)))
+        return dict(zip(sorted(audit_ids), found, strict=True))
 
     async def write_reviews(
-        self, reviews: Sequence[CurrentReview], stored: Mapping[str, int]
+        self, reviews: Sequence[CurrentReview], files: Mapping[str, ReviewFile]
     ) -> set[str]:
-        """Stores each review unless the store holds an equal or higher revision by the time
-        it is written; returns the event ids that are now the stored ones.
+        """Stores these reviews (each a higher revision than `files`, the audits' stored
+        reviews as the caller read them, hold for its key); returns the event ids that are
+        now the current ones.
 
-        `stored` is what the caller read: those keys are updated in place, the rest inserted
-        (an insert is the conditional write for an absent key: a concurrent writer's makes it
-        fail on the unique `_id`; and FerretDB finds a filtered update's document by reading
-        the whole collection, where an insert costs the same at any size).
+        Each revision is a document of its own, and the highest one stored is the current
+        review, so storing one is an insert, which no concurrent writer can make wrong (on
+        FerretDB an insert is one statement for the whole batch, where a conditional update
+        is a query and a write per review). The revisions they supersede are deleted after, in
+        one command per audit: until then, or if that never happens, readers skip them.
         """
         if not reviews:
             return set()
         ops: list[InsertOne[Document] | UpdateOne] = [
-            UpdateOne({"_id": r.key, "revision": {"$lt": r.revision}}, {"$set": _review_doc(r)})
-            if r.key in stored
-            else InsertOne({"_id": r.key, **_review_doc(r)})
-            for r in reviews
+            InsertOne({"_id": _revision_id(r), "key": r.key, **_review_doc(r)}) for r in reviews
         ]
-        if await write_all(self._reviews, ops) == len(ops):
-            return {r.event_id for r in reviews}
-        # A concurrent writer got there first: verify every review, finish the rest one by one.
-        return await self._settle_reviews(reviews)
-
-    async def _settle_reviews(self, reviews: Sequence[CurrentReview]) -> set[str]:
-        held = await self.revisions(reviews)
-        for review in reviews:
-            if supersedes(review.revision, held.get(review.key)):
-                # DuplicateKeyError: an equal or higher revision is stored, so this one is stale.
-                with contextlib.suppress(DuplicateKeyError):
-                    await self._reviews.update_one(
-                        {"_id": review.key, "revision": {"$lt": review.revision}},
-                        {"$set": _review_doc(review)},
-                        upsert=True,
-                    )
-        found = await self._reviews_by_key(reviews, {"event_id": 1})
-        now_stored = {doc["event_id"] for doc in found.values()}
-        return {r.event_id for r in reviews if r.event_id in now_stored}
-
-    async def reviews(self, audit_id: str) -> list[CurrentReview]:
-        """Every current review of an audit (tens of cases, a handful of agencies)."""
-        return [_current_review(doc) async for doc in self._reviews.find({"audit_id": audit_id})]
+        if await write_all(self._reviews, ops) != len(ops):
+            # This revision of one of them was stored already (a redelivery, or another
+            # writer): the store says which are current.
+            files = await self._files({r.audit_id for r in reviews})
+            current = {r.event_id for f in files.values() for r in f.current.values()}
+            return {r.event_id for r in reviews if r.event_id in current}
+        superseded = grouped(
+            (audit_id, doc_id)
+            for audit_id, file in files.items()
+            for doc_id in file.superseded_by(reviews)
+        )
+        await asyncio.gather(
+            *(
+                self._reviews.delete_many({"audit_id": audit_id, **any_of("_id", ids)})
+                for audit_id, ids in superseded.items()
+            )
+        )
+        return {r.event_id for r in reviews}
 
     # --- audits --------------------------------------------------------------------------
 

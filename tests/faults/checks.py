@@ -65,7 +65,12 @@ async def stored_reviews(pipeline: Pipeline) -> dict[tuple[str, str, str], int]:
         docs = client[pipeline.database]["themes_reviews"].find(
             {}, {"audit_id": 1, "agency_id": 1, "case_token": 1, "revision": 1}
         )
-        return {(d["audit_id"], d["agency_id"], d["case_token"]): d["revision"] async for d in docs}
+        # A revision superseded but not yet deleted is no longer the current one.
+        held: dict[tuple[str, str, str], int] = {}
+        async for d in docs:
+            key = (d["audit_id"], d["agency_id"], d["case_token"])
+            held[key] = max(held.get(key, 0), d["revision"])
+        return held
     finally:
         await client.close()
 

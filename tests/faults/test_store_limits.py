@@ -38,10 +38,12 @@ async def test_a_batch_revising_more_reviews_than_the_pool_completes(
         await store.ensure_indexes()
         async with asyncio.timeout(60):
             assert await store.write_reviews(first, {}) == {r.event_id for r in first}
-            held = await store.revisions(second)
-            assert set(held.values()) == {1}
-            assert await store.write_reviews(second, held) == {r.event_id for r in second}
+            assert set((await store.revisions(second)).values()) == {1}
+            file = await store.review_file("big")
+            assert await store.write_reviews(second, {"big": file}) == {r.event_id for r in second}
         assert set((await store.revisions(second)).values()) == {2}
+        # The revisions superseded were deleted: one document per review is left.
+        assert await client[namespace]["themes_reviews"].count_documents({}) == len(second)
     finally:
         await client.drop_database(namespace)
         await client.close()

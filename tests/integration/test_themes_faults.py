@@ -16,10 +16,10 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from structlog.testing import capture_logs
 
-from services.themes.domain import CurrentReview, Thresholds, audit_of
+from services.themes.domain import Thresholds, audit_of
 from services.themes.process import Incoming, Themes
 from services.themes.settings import ThemesSettings
-from services.themes.store import ThemesStore
+from services.themes.store import ReviewFile, ThemesStore
 from shared.contracts import ReviewAcceptedV1, ThemeSnapshotV1
 from shared.kafka import ensure_topics, make_broker
 from shared.mongo import Document
@@ -74,8 +74,8 @@ class PausingStore(ThemesStore):
             self.paused.set()
             await self.resume.wait()
 
-    async def reviews(self, audit_id: str) -> list[CurrentReview]:
-        found = await super().reviews(audit_id)
+    async def review_file(self, audit_id: str) -> ReviewFile:
+        found = await super().review_file(audit_id)
         await self._hold("reviews")
         return found
 
