@@ -234,6 +234,9 @@ async def settle(
     monitor.records += records
 
 
+FETCH_BYTES_PER_PARTITION = 16 * 1024 * 1024
+
+
 def subscribe_batches(
     broker: KafkaBroker,
     topic: str,
@@ -252,6 +255,10 @@ def subscribe_batches(
         group_id=group,
         batch=True,
         max_records=max_records,
+        # aiokafka fetches at most 1 MiB per partition by default, about a thousand records
+        # here: a backlog could never fill a batch of `max_records`, and it is the big batches
+        # that make a backlog cheap (one recompute per audit, whatever its records).
+        max_partition_fetch_bytes=FETCH_BYTES_PER_PARTITION,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
     )

@@ -25,6 +25,9 @@ T = TypeVar("T")
 # `write_all`, the front end runs them one at a time); MongoDB is indifferent to the split.
 WRITE_CHUNK = 16
 
+# Up to this many ids of one group are read one `_id` at a time (`find_by_group`).
+FEW_IDS = 4
+
 
 def chunked(items: Sequence[T]) -> Iterator[Sequence[T]]:
     """`items` in runs of at most `WRITE_CHUNK`, the size bulk writes are sent in."""
@@ -57,13 +60,23 @@ async def find_by_group(
     """The documents whose `field` is each group's value (and, where ids are given, whose
     `_id` is among them), one query per group, run together. Naming the group's value lets an
     index find its documents on any store; FerretDB would read the whole collection for an
-    `_id` `$in` alone."""
+    `_id` `$in` alone. A group of a few ids is read an id at a time instead: FerretDB finds
+    each from the `_id` index, where the group's value has it decode every document of the
+    group."""
 
-    def query(value: str, ids: Sequence[str] | None) -> Document:
-        return {field: value} if ids is None else {field: value, "_id": {"$in": list(ids)}}
+    def queries(value: str, ids: Sequence[str] | None) -> list[Document]:
+        if ids is None:
+            return [{field: value}]
+        if len(ids) <= FEW_IDS:
+            return [{field: value, "_id": doc_id} for doc_id in ids]
+        return [{field: value, "_id": {"$in": list(ids)}}]
 
     found = await asyncio.gather(
-        *(collection.find(query(v, ids), projection).to_list() for v, ids in groups.items())
+        *(
+            collection.find(query, projection).to_list()
+            for value, ids in groups.items()
+            for query in queries(value, ids)
+        )
     )
     return [doc for docs in found for doc in docs]
 

@@ -14,7 +14,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.recommendations.domain import OPEN, ThemeState
 from shared.contracts import ActionV1, Category, Descriptor
-from shared.mongo import Document, write_all
+from shared.mongo import Document, find_by_group, grouped, write_all
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MESSAGE_FIELDS = tuple(ActionV1.model_fields)
@@ -161,8 +161,9 @@ class RecommendationsStore:
         versions only rise, so what was read stale stays stale."""
         if not states:
             return []
-        cursor = self._themes.find({"_id": {"$in": [_key(s) for s in states]}}, {"version": 1})
-        held = {doc["_id"]: int(doc["version"]) async for doc in cursor}
+        groups = grouped((s.audit_id, _key(s)) for s in states)
+        found = await find_by_group(self._themes, "audit_id", groups, {"version": 1})
+        held = {doc["_id"]: int(doc["version"]) for doc in found}
         fresh = [s for s in states if _key(s) not in held]
         inserted = False
         if fresh:

@@ -30,6 +30,7 @@ from services.themes.domain import (
     winners,
     with_recurring,
 )
+from services.themes.memo import ReviewMemo
 from services.themes.store import (
     AuditRecord,
     ReviewFile,
@@ -49,6 +50,8 @@ Publish = Callable[[str, bytes, bytes, str | None], Awaitable[None]]
 """Sends (topic, key, value, correlation id) and returns once the broker acknowledged it."""
 
 CAUSES_LOGGED = 20
+
+REVIEWS_REMEMBERED = 20_000
 
 T = TypeVar("T")
 
@@ -79,12 +82,11 @@ class Tally:
 @dataclass(frozen=True)
 class Inputs:
     """What a recompute of one audit is computed from: the audit and its snapshots as read
-    (what the commit is conditional on), then its current reviews by key (the stored ones as
-    read, `file`, with the batch's own written over them)."""
+    (what the commit is conditional on), then its reviews (read, or remembered from this
+    replica's latest commit of the audit; with the batch's own stored over them)."""
 
     record: AuditRecord
     snapshots: Mapping[str, StoredSnapshot]
-    reviews: dict[str, CurrentReview]
     file: ReviewFile
 
 
@@ -119,6 +121,7 @@ class Themes:
         lease_s: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_attempts: int = 25,
+        memo: ReviewMemo | None = None,
     ) -> None:
         self._store = store
         self._publish = publish
@@ -128,6 +131,7 @@ class Themes:
         self._lease = timedelta(seconds=lease_s)
         self._clock = clock
         self._max_attempts = max_attempts
+        self._memo = memo if memo is not None else ReviewMemo(REVIEWS_REMEMBERED)
 
     def _now(self) -> datetime:
         return _millis(self._clock())
@@ -166,14 +170,18 @@ class Themes:
     async def _read_inputs(self, audits: Sequence[str]) -> dict[str, Inputs]:
         """What the first recompute of each of these audits starts from, read for all of them
         together: the audit and its snapshots (what the commits are conditional on) before
-        its reviews."""
+        its reviews, which are read only where this replica does not remember them as of the
+        audit's latest commit (`ReviewMemo`)."""
         found = await _concurrently(self._store.audit(a) for a in audits)
-        records = [_known(a, r) for a, r in zip(audits, found, strict=True)]
+        records = {a: _known(a, r) for a, r in zip(audits, found, strict=True)}
         held = await _concurrently(self._store.snapshots(a) for a in audits)
-        files = await _concurrently(self._store.review_file(a) for a in audits)
+        remembered = {a: self._memo.recall(a, records[a].rev) for a in audits}
+        unknown = [a for a, file in remembered.items() if file is None]
+        files = await _concurrently(self._store.review_file(a) for a in unknown)
+        read = dict(zip(unknown, files, strict=True))
         return {
-            a: Inputs(record, snapshots, dict(file.current), file)
-            for a, record, snapshots, file in zip(audits, records, held, files, strict=True)
+            a: Inputs(records[a], snapshots, file if (file := remembered[a]) else read[a])
+            for a, snapshots in zip(audits, held, strict=True)
         }
 
     async def _store_reviews(
@@ -188,18 +196,23 @@ class Themes:
         (it reads the audit after storing it, so its commit comes after this one's or fails).
         """
         reviews = [review for _, review in arrived]
-        held = {k: r.revision for i in inputs.values() for k, r in i.reviews.items()}
+        held = {k: r.revision for i in inputs.values() for k, r in i.file.current.items()}
         chosen = winners(reviews, held)
         stored = await self._store.write_reviews(chosen, {a: i.file for a, i in inputs.items()})
+        written: dict[str, list[CurrentReview]] = {}
         unsure: set[str] = set()
         for review in chosen:
-            if review.event_id in stored:
-                inputs[review.audit_id].reviews[review.key] = review
-            else:
+            written.setdefault(review.audit_id, []).append(review)
+            if review.event_id not in stored:
                 unsure.add(review.audit_id)
-        found = await _concurrently(self._store.reviews(a) for a in sorted(unsure))
-        for audit_id, on_file in zip(sorted(unsure), found, strict=True):
-            inputs[audit_id] = replace(inputs[audit_id], reviews={r.key: r for r in on_file})
+        for audit_id, ours in written.items():
+            if audit_id not in unsure:
+                inputs[audit_id] = replace(
+                    inputs[audit_id], file=inputs[audit_id].file.with_stored(ours)
+                )
+        found = await _concurrently(self._store.review_file(a) for a in sorted(unsure))
+        for audit_id, file in zip(sorted(unsure), found, strict=True):
+            inputs[audit_id] = replace(inputs[audit_id], file=file)
         logged: set[str] = set()
         for record, review in arrived:
             fields: dict[str, Any] = {
@@ -236,7 +249,7 @@ class Themes:
                 a,
                 inputs[a].record,
                 inputs[a].snapshots,
-                list(inputs[a].reviews.values()),
+                inputs[a].file,
                 themes[a],
                 patterns,
                 causes[a],
@@ -260,11 +273,11 @@ class Themes:
             await _back_off(attempt - 1)
             record = _known(audit_id, await self._store.audit(audit_id))
             held = await self._store.snapshots(audit_id)
-            reviews = await self._store.reviews(audit_id)
+            file = await self._store.review_file(audit_id)
             themes = themes_of([*record.codes, *held], self._taxonomy)
             patterns = await self._store.pattern_audits(themes)
             committed = await self._commit_recompute(
-                audit_id, record, held, reviews, themes, patterns, causes, attempt
+                audit_id, record, held, file, themes, patterns, causes, attempt
             )
             if committed is not None:
                 return committed
@@ -275,7 +288,7 @@ class Themes:
         audit_id: str,
         record: AuditRecord,
         held: Mapping[str, StoredSnapshot],
-        reviews: Sequence[CurrentReview],
+        file: ReviewFile,
         themes: Sequence[str],
         patterns: Mapping[str, set[str]],
         causes: Sequence[str],
@@ -283,7 +296,8 @@ class Themes:
     ) -> list[StoredSnapshot] | None:
         """Computes the audit's snapshots and summary from what was read and commits them,
         returning the snapshots as committed; None when another writer committed the audit or
-        one of its snapshots since."""
+        one of its snapshots since. The reviews of a commit that won are remembered."""
+        reviews = list(file.current.values())
         contents = theme_contents(
             audit_id,
             reviews,
@@ -299,11 +313,14 @@ class Themes:
             for theme, content in contents.items()
         }
         commits = [(held.get(t), revisions[t], contents[t], causes) for t in contents]
+        self._memo.forget(audit_id)
         if not await self._store.commit_snapshots(commits):
             return None
         changed = summary != record.summary or any(r is not None for r in revisions.values())
         if not await self._store.commit_audit(record, summary, now, changed):
             return None
+        # `commit_audit` moved the audit's `rev` by one from the one read.
+        self._memo.keep(audit_id, record.rev + 1, file)
         log.info(
             "themes recomputed",
             audit_id=audit_id,

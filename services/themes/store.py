@@ -10,6 +10,7 @@ Only the feature subset both MongoDB and FerretDB 1.24 support is used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -243,6 +244,16 @@ class ReviewFile:
             ids[review.key] = doc["_id"]
         return cls(current, ids, tuple(stale))
 
+    def with_stored(self, reviews: Iterable[CurrentReview]) -> ReviewFile:
+        """The file once these reviews (higher revisions) are stored and every revision they
+        or earlier ones superseded deleted (`ThemesStore.write_reviews`)."""
+        stored = list(reviews)
+        return ReviewFile(
+            {**self.current, **{r.key: r for r in stored}},
+            {**self.ids, **{r.key: _revision_id(r) for r in stored}},
+            (),
+        )
+
     def superseded_by(self, reviews: Iterable[CurrentReview]) -> list[str]:
         """The documents left to delete once these reviews (higher revisions) are stored: the
         ones they replace and those already stale."""
@@ -344,12 +355,13 @@ class ThemesStore:
         ops: list[InsertOne[Document] | UpdateOne] = [
             InsertOne({"_id": _revision_id(r), "key": r.key, **_review_doc(r)}) for r in reviews
         ]
-        if await write_all(self._reviews, ops) != len(ops):
-            # This revision of one of them was stored already (a redelivery, or another
-            # writer): the store says which are current.
-            files = await self._files({r.audit_id for r in reviews})
-            current = {r.event_id for f in files.values() for r in f.current.values()}
-            return {r.event_id for r in reviews if r.event_id in current}
+        clean = await write_all(self._reviews, ops) == len(ops)
+        if not clean:
+            # That revision of one of them was stored already (a redelivery, or another
+            # writer's): each one the store still lacks is stored on its own.
+            await self._settle_reviews(reviews)
+        # Now every review's revision is stored, so each document the files name below it is
+        # superseded.
         superseded = grouped(
             (audit_id, doc_id)
             for audit_id, file in files.items()
@@ -361,7 +373,22 @@ class ThemesStore:
                 for audit_id, ids in superseded.items()
             )
         )
-        return {r.event_id for r in reviews}
+        if clean:
+            return {r.event_id for r in reviews}
+        found = await self._files({r.audit_id for r in reviews})
+        current = {r.event_id for f in found.values() for r in f.current.values()}
+        return {r.event_id for r in reviews if r.event_id in current}
+
+    async def _settle_reviews(self, reviews: Sequence[CurrentReview]) -> None:
+        found = await self._files({r.audit_id for r in reviews})
+        for review in reviews:
+            held = found[review.audit_id].current.get(review.key)
+            if held is None or held.revision < review.revision:
+                # DuplicateKeyError: another writer stored this very revision meanwhile.
+                with contextlib.suppress(DuplicateKeyError):
+                    await self._reviews.insert_one(
+                        {"_id": _revision_id(review), "key": review.key, **_review_doc(review)}
+                    )
 
     # --- audits --------------------------------------------------------------------------
 

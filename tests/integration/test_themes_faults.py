@@ -16,7 +16,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from structlog.testing import capture_logs
 
-from services.themes.domain import Thresholds, audit_of
+from services.themes.domain import CurrentReview, Thresholds, audit_of
 from services.themes.process import Incoming, Themes
 from services.themes.settings import ThemesSettings
 from services.themes.store import ReviewFile, ThemesStore
@@ -326,3 +326,53 @@ async def test_versions_of_one_key_reach_the_topic_in_order_when_replicas_race(
     published = await rig.published()
     assert [s.version for s in history(published, "aud-x/domestic_abuse")] == [1, 2]
     assert_topic_matches_store(published, await rig.stored())
+
+
+async def test_a_replica_reads_an_audits_reviews_again_once_another_committed_it(
+    rig: Rig,
+) -> None:
+    first = [event("aud-x", "csc", "C1", 1, DA), event("aud-x", "police", "C2", 1, DA)]
+    elsewhere = [
+        event("aud-x", "school", "C3", 1, DA),
+        event("aud-x", "csc", "C1", 2, [("neglect", None)]),
+    ]
+    later = [event("aud-x", "gp1", "C4", 1, [("neglect", None)])]
+    remembering, _ = rig.replica()
+    other, _ = rig.replica()
+    await remembering.process(rig.batch(first))
+    # Another replica (after a rebalance, say) stores and commits two reviews of the audit,
+    # one of them a revision; the first replica's memory of the audit is now out of date.
+    await other.process(rig.batch(elsewhere))
+    await remembering.process(rig.batch(later))
+
+    stored = await rig.stored()
+    assert contents(stored) == reference([*first, *elsewhere, *later])
+    assert stored["aud-x/neglect"]["content"]["cases_total"] == 4
+    assert_topic_matches_store(await rig.published(), stored)
+
+
+async def test_reviews_a_crashed_replica_stored_count_when_they_come_again(rig: Rig) -> None:
+    first = [event("aud-x", "csc", "C1", 1, DA), event("aud-x", "police", "C2", 1, DA)]
+    again = [event("aud-x", "school", "C3", 1, DA), event("aud-x", "csc", "C1", 2, [])]
+    remembering, _ = rig.replica()
+    await remembering.process(rig.batch(first))
+    # A replica stored these reviews and died before recomputing the audit: the audit's
+    # `rev` has not moved, so the first replica still trusts its memory, which lacks them.
+    store = ThemesStore(rig.db)
+    reviews = [CurrentReview.of(e) for e in again]
+    assert await store.write_reviews(reviews, {"aud-x": await store.review_file("aud-x")}) == {
+        r.event_id for r in reviews
+    }
+    await remembering.process(rig.batch(again))
+
+    stored = await rig.stored()
+    assert contents(stored) == reference([*first, *again])
+    assert stored["aud-x/domestic_abuse"]["content"]["cases_with_theme"] == 2
+    assert_topic_matches_store(await rig.published(), stored)
+    held = await rig.db["themes_reviews"].find({}, {"_id": 1}).to_list()
+    # The superseded first revision of C1 was deleted.
+    assert sorted(d["_id"] for d in held) == sorted(_revision_ids([*first[1:], *again]))
+
+
+def _revision_ids(events: Iterable[ReviewAcceptedV1]) -> list[str]:
+    return [f"{CurrentReview.of(e).key}#{e.revision}" for e in events]

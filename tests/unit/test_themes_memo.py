@@ -1,0 +1,50 @@
+"""Themes' memory of an audit's reviews: valid only for the audit `rev` it was kept for, and
+bounded by the number of reviews held."""
+
+from __future__ import annotations
+
+from services.themes.domain import CurrentReview
+from services.themes.memo import ReviewMemo
+from services.themes.store import ReviewFile
+from tests.unit.test_themes_property import event
+
+
+def file_of(audit_id: str, cases: int) -> ReviewFile:
+    reviews = [CurrentReview.of(event(audit_id, "csc", f"C{n}", 1, [])) for n in range(cases)]
+    return ReviewFile({r.key: r for r in reviews}, {r.key: f"{r.key}#1" for r in reviews}, ())
+
+
+def test_a_file_is_recalled_only_at_the_rev_it_was_kept_for() -> None:
+    memo = ReviewMemo(max_reviews=100)
+    kept = file_of("aud-x", 3)
+    memo.keep("aud-x", 4, kept)
+    assert memo.recall("aud-x", 4) is kept
+    assert memo.recall("aud-y", 4) is None
+    # Another writer committed the audit: the memory is dropped for good.
+    assert memo.recall("aud-x", 5) is None
+    assert memo.recall("aud-x", 4) is None
+    assert len(memo) == 0
+
+
+def test_the_least_recently_used_audits_are_forgotten_beyond_the_bound() -> None:
+    memo = ReviewMemo(max_reviews=10)
+    memo.keep("aud-a", 1, file_of("aud-a", 4))
+    memo.keep("aud-b", 1, file_of("aud-b", 4))
+    assert memo.recall("aud-a", 1) is not None  # now b is the least recently used
+    memo.keep("aud-c", 1, file_of("aud-c", 4))
+    assert memo.recall("aud-b", 1) is None
+    assert memo.recall("aud-a", 1) is not None
+    assert memo.recall("aud-c", 1) is not None
+    assert len(memo) == 8
+
+
+def test_keeping_again_replaces_and_a_file_over_the_bound_is_not_kept() -> None:
+    memo = ReviewMemo(max_reviews=5)
+    memo.keep("aud-a", 1, file_of("aud-a", 2))
+    memo.keep("aud-a", 2, file_of("aud-a", 3))
+    assert memo.recall("aud-a", 1) is None
+    memo.keep("aud-a", 3, file_of("aud-a", 3))
+    assert len(memo) == 3
+    memo.keep("aud-a", 4, file_of("aud-a", 6))
+    assert memo.recall("aud-a", 4) is None
+    assert len(memo) == 0
