@@ -9,9 +9,11 @@
 #   CASEREVIEW_FERRETDB_BACKEND         sqlite or postgresql (default postgresql where PostgreSQL
 #                                       is installed, else sqlite)
 #   CASEREVIEW_FERRETDB_SERIALIZE       the front end of serialize.go: true (one command at a time),
-#                                       writes (writes one at a time, reads concurrently) or false
-#                                       (none: single-document writes are then not atomic); default
-#                                       true on sqlite, writes on postgresql
+#                                       writes (writes one at a time, reads concurrently),
+#                                       collections (writes to one collection one at a time, the
+#                                       rest concurrently) or false (none: single-document writes
+#                                       are then not atomic); default true on sqlite,
+#                                       collections on postgresql
 #   CASEREVIEW_PG_BIN                   PostgreSQL's bin folder (default: pg_config --bindir, else
 #                                       the newest /usr/lib/postgresql/*/bin)
 #   CASEREVIEW_PG_USER                  when run as root, the user PostgreSQL runs as (default postgres)
@@ -47,13 +49,14 @@ if [ -z "${CASEREVIEW_FERRETDB_BACKEND:-}" ]; then
 else
   BACKEND=$CASEREVIEW_FERRETDB_BACKEND
 fi
-if [ "$BACKEND" = postgresql ]; then SERIALIZE=${CASEREVIEW_FERRETDB_SERIALIZE:-writes}; else SERIALIZE=${CASEREVIEW_FERRETDB_SERIALIZE:-true}; fi
+if [ "$BACKEND" = postgresql ]; then SERIALIZE=${CASEREVIEW_FERRETDB_SERIALIZE:-collections}; else SERIALIZE=${CASEREVIEW_FERRETDB_SERIALIZE:-true}; fi
 case $BACKEND in sqlite | postgresql) ;; *) die "CASEREVIEW_FERRETDB_BACKEND must be sqlite or postgresql, not '$BACKEND'" ;; esac
 case $SERIALIZE in
   true) SERIALIZE_FLAGS=(-serialize=true -serialize-reads=true) ;;
   writes) SERIALIZE_FLAGS=(-serialize=true -serialize-reads=false) ;;
+  collections) SERIALIZE_FLAGS=(-serialize=true -serialize-reads=false -serialize-collections=true) ;;
   false) SERIALIZE_FLAGS=(-serialize=false) ;;
-  *) die "CASEREVIEW_FERRETDB_SERIALIZE must be true, writes or false, not '$SERIALIZE'" ;;
+  *) die "CASEREVIEW_FERRETDB_SERIALIZE must be true, writes, collections or false, not '$SERIALIZE'" ;;
 esac
 BUILD_TIMEOUT=600 # only bounds how long a concurrent up/down waits for the lock
 

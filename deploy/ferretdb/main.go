@@ -54,15 +54,16 @@ func main() {
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn or error")
 	serialize := flag.Bool("serialize", true, "run one command at a time, making single-document writes atomic (see serialize.go)")
 	serializeReads := flag.Bool("serialize-reads", true, "with -serialize, run read-only commands one at a time too (false: concurrently with each other)")
+	serializeCollections := flag.Bool("serialize-collections", false, "with -serialize and -serialize-reads=false, run writes to different collections, and reads, concurrently (see serialize.go)")
 	flag.Parse()
 
-	if err := run(*listenAddr, *handler, *sqliteDir, *postgresqlURL, *logLevel, *serialize, *serializeReads); err != nil {
+	if err := run(*listenAddr, *handler, *sqliteDir, *postgresqlURL, *logLevel, *serialize, *serializeReads, *serializeCollections); err != nil {
 		fmt.Fprintf(os.Stderr, "ferretdb: %s\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(listenAddr, handler, sqliteDir, postgresqlURL, logLevel string, serialize, serializeReads bool) error {
+func run(listenAddr, handler, sqliteDir, postgresqlURL, logLevel string, serialize, serializeReads, serializeCollections bool) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		return fmt.Errorf("invalid -log-level %q: %w", logLevel, err)
@@ -144,7 +145,13 @@ func run(listenAddr, handler, sqliteDir, postgresqlURL, logLevel string, seriali
 			return err
 		}
 
-		s := &serializer{backend: u.Host, l: logger.With("name", "serializer"), concurrentReads: !serializeReads}
+		s := &serializer{
+			backend:         u.Host,
+			l:               logger.With("name", "serializer"),
+			concurrentReads: !serializeReads,
+			perCollection:   !serializeReads && serializeCollections,
+			writeSlots:      make(chan struct{}, concurrentWrites),
+		}
 
 		wg.Add(1)
 
@@ -156,7 +163,8 @@ func run(listenAddr, handler, sqliteDir, postgresqlURL, logLevel string, seriali
 	}
 
 	logger.Info("FerretDB started", append([]any{"version", ferretVersion()},
-		append(backendAttrs, "listen_addr", listenAddr, "serialize", serialize, "serialize_reads", serializeReads)...)...)
+		append(backendAttrs, "listen_addr", listenAddr, "serialize", serialize, "serialize_reads", serializeReads,
+			"serialize_collections", !serializeReads && serializeCollections)...)...)
 
 	err = f.Run(ctx)
 	wg.Wait()

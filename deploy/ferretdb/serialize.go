@@ -16,6 +16,16 @@ package main
 // modified = 1. Read-only commands (find, getMore, aggregate, count, ...) cannot take part in
 // a lost update, so with -serialize-reads=false they run concurrently with each other (under
 // a shared lock) and only everything else runs one at a time.
+//
+// A lost update needs two writes to one document, so to one collection: with
+// -serialize-collections, a write to a named collection (insert, update, delete,
+// findAndModify) waits only for writes to a collection of the same name, reads run alongside
+// writes (each PostgreSQL statement sees committed rows, old or new, as MongoDB's reads may),
+// and only the rest (creating or dropping collections and indexes, anything unrecognised) runs
+// alone. The services write to several collections at once, and this lets them. At most
+// concurrentWrites such writes run at once: FerretDB holds a pooled connection for each
+// matched statement of an update until the command ends (see shared/mongo.py, WRITE_CHUNK),
+// and the writes in flight must leave the pool (pool_max_conns) room for everyone else.
 
 import (
 	"bufio"
@@ -42,6 +52,39 @@ type serializer struct {
 
 	// concurrentReads: read-only commands take mu shared, not exclusively.
 	concurrentReads bool
+
+	// perCollection: writes to a named collection take mu shared and that collection's lock.
+	perCollection bool
+	collMu        sync.Mutex
+	collLocks     map[string]*sync.Mutex
+	writeSlots    chan struct{}
+}
+
+// concurrentWrites bounds the writes to different collections that run at once.
+const concurrentWrites = 4
+
+// collectionWrites lists the commands whose first element names the one collection they write.
+var collectionWrites = map[string]bool{
+	"insert": true, "update": true, "delete": true, "findAndModify": true, "findandmodify": true,
+}
+
+// collectionLock returns the lock of writes to collections of this name (in any database:
+// sharing one across databases costs only concurrency).
+func (s *serializer) collectionLock(name string) *sync.Mutex {
+	s.collMu.Lock()
+	defer s.collMu.Unlock()
+
+	if s.collLocks == nil {
+		s.collLocks = make(map[string]*sync.Mutex)
+	}
+
+	l, ok := s.collLocks[name]
+	if !ok {
+		l = new(sync.Mutex)
+		s.collLocks[name] = l
+	}
+
+	return l
 }
 
 // readOnly lists the commands that write nothing (their names as sent, case-sensitive).
@@ -133,10 +176,23 @@ func (s *serializer) handle(ctx context.Context, client net.Conn) {
 // roundTrip sends one request to FerretDB and reads its reply, with no other command in flight.
 // (FerretDB v1 sends exactly one reply per request and never streams exhaust replies.)
 func (s *serializer) roundTrip(req []byte, backend net.Conn, br *bufio.Reader) ([]byte, error) {
-	if s.concurrentReads && readOnly[commandName(req)] {
+	name, collection := command(req)
+
+	switch {
+	case s.concurrentReads && readOnly[name]:
 		s.mu.RLock()
 		defer s.mu.RUnlock()
-	} else {
+	case s.perCollection && collectionWrites[name] && collection != "":
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+
+		l := s.collectionLock(collection)
+		l.Lock()
+		defer l.Unlock()
+
+		s.writeSlots <- struct{}{}
+		defer func() { <-s.writeSlots }()
+	default:
 		s.mu.Lock()
 		defer s.mu.Unlock()
 	}
@@ -180,8 +236,16 @@ func moreToCome(msg []byte) bool {
 // commandName returns the command an OP_MSG runs: the first key of its body section (kind 0),
 // or "" for anything else (which then runs exclusively).
 func commandName(msg []byte) string {
+	name, _ := command(msg)
+	return name
+}
+
+// command returns the command an OP_MSG runs (the first key of its body section, kind 0) and,
+// when that key's value is a string, the value: for the writes, the collection written. ""
+// for anything else (which then runs exclusively).
+func command(msg []byte) (string, string) {
 	if len(msg) < 21 || binary.LittleEndian.Uint32(msg[12:16]) != opMsg {
-		return ""
+		return "", ""
 	}
 
 	for pos := 20; pos < len(msg); {
@@ -189,34 +253,48 @@ func commandName(msg []byte) string {
 		pos++
 
 		if pos+4 > len(msg) {
-			return ""
+			return "", ""
 		}
 
 		size := int(int32(binary.LittleEndian.Uint32(msg[pos : pos+4])))
 		if size < 5 || pos+size > len(msg) {
-			return ""
+			return "", ""
 		}
 
 		switch kind {
 		case 0: // body: one BSON document; its first element is the command
 			doc := msg[pos : pos+size]
 			if doc[4] == 0 { // empty document
-				return ""
+				return "", ""
 			}
 
 			for i := 5; i < len(doc); i++ {
 				if doc[i] == 0 {
-					return string(doc[5:i])
+					return string(doc[5:i]), stringValue(doc, doc[4], i+1)
 				}
 			}
 
-			return ""
+			return "", ""
 		case 1: // document sequence: size covers itself, the identifier and the documents
 			pos += size
 		default:
-			return ""
+			return "", ""
 		}
 	}
 
-	return ""
+	return "", ""
+}
+
+// stringValue returns the BSON string at doc[at:] when kind is the string type (0x02), else "".
+func stringValue(doc []byte, kind byte, at int) string {
+	if kind != 0x02 || at+4 > len(doc) {
+		return ""
+	}
+
+	size := int(int32(binary.LittleEndian.Uint32(doc[at : at+4])))
+	if size < 1 || at+4+size > len(doc) {
+		return ""
+	}
+
+	return string(doc[at+4 : at+4+size-1]) // without the trailing NUL
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import pytest
@@ -124,3 +125,24 @@ async def test_group_and_sum_aggregation(mongo: AsyncMongoClient[Document], name
         ]
     )
     assert [doc async for doc in cursor] == [{"_id": "x", "n": 2}, {"_id": "y", "n": 1}]
+
+
+async def test_concurrent_single_document_writes_are_atomic(
+    mongo: AsyncMongoClient[Document], namespace: str
+) -> None:
+    # Every conditional write in the services rests on this. FerretDB 1.24 runs an update as
+    # a query and then a write, so the store's front end (deploy/ferretdb/serialize.go) must
+    # keep writes to one collection apart, while writes elsewhere run alongside.
+    db = mongo[namespace]
+    await db["counters"].insert_one({"_id": "n", "n": 0, "rev": 0})
+    others = [db["elsewhere"].insert_one({"i": i}) for i in range(50)]
+    increments = [db["counters"].update_one({"_id": "n"}, {"$inc": {"n": 1}}) for _ in range(200)]
+    racing = [
+        db["counters"].update_one({"_id": "n", "rev": 0}, {"$set": {"rev": 1}}) for _ in range(20)
+    ]
+    _, raced, _ = await asyncio.gather(
+        asyncio.gather(*increments), asyncio.gather(*racing), asyncio.gather(*others)
+    )
+    assert sum(r.modified_count for r in raced) == 1
+    assert await db["counters"].find_one({"_id": "n"}) == {"_id": "n", "n": 200, "rev": 1}
+    assert await db["elsewhere"].count_documents({}) == 50
