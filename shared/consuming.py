@@ -234,7 +234,8 @@ async def settle(
     monitor.records += records
 
 
-FETCH_BYTES_PER_PARTITION = 16 * 1024 * 1024
+DEFAULT_FETCH_BYTES = 1024 * 1024
+"""aiokafka's own bound on one fetch of a partition."""
 
 
 def subscribe_batches(
@@ -246,19 +247,19 @@ def subscribe_batches(
     monitor: ConsumerMonitor,
     decode: Callable[[Any], T],
     process: Callable[[list[T]], Awaitable[object]],
+    fetch_bytes: int = DEFAULT_FETCH_BYTES,
 ) -> None:
     """Consumes `topic` in batches of up to `max_records` as `group`: each aiokafka record is
     turned into what `process` takes by `decode`, and offsets move only after `process`
-    returned (`settle`); a new group starts from the earliest offset."""
+    returned (`settle`); a new group starts from the earliest offset. `fetch_bytes` bounds
+    what one fetch brings of a partition, so how full a batch a backlog can make (and what
+    the consumer holds in memory: about this much per partition)."""
     subscriber = broker.subscriber(
         topic,
         group_id=group,
         batch=True,
         max_records=max_records,
-        # aiokafka fetches at most 1 MiB per partition by default, about a thousand records
-        # here: a backlog could never fill a batch of `max_records`, and it is the big batches
-        # that make a backlog cheap (one recompute per audit, whatever its records).
-        max_partition_fetch_bytes=FETCH_BYTES_PER_PARTITION,
+        max_partition_fetch_bytes=fetch_bytes,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
     )

@@ -7,6 +7,7 @@ from starlette.routing import Route
 
 from services.themes.domain import Thresholds
 from services.themes.handlers import ReadApi, subscribe
+from services.themes.memo import ReviewMemo
 from services.themes.process import Themes
 from services.themes.settings import ThemesSettings
 from services.themes.store import ThemesStore
@@ -44,6 +45,7 @@ def create_app(settings: ThemesSettings | None = None) -> Starlette:
         ),
         themes_topic=settings.topic_themes,
         lease_s=settings.themes_publish_lease_s,
+        memo=ReviewMemo(settings.themes_reviews_remembered),
     )
     monitor = consumer_monitor(settings.themes_group, settings, broker, client)
     subscribe(broker, themes, settings, monitor)

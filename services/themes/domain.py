@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
+from sys import intern
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,7 +24,7 @@ SMALL_SAMPLE_BELOW = 10
 PREVALENCE_DECIMALS = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fact:
     """One finding as themes keeps it: the code and the days waited, never the note."""
 
@@ -31,7 +32,7 @@ class Fact:
     waited_days: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CurrentReview:
     """One agency's review of one case in one audit, as themes counts it."""
 
@@ -55,7 +56,7 @@ class CurrentReview:
     @classmethod
     def of(cls, review: ReviewAcceptedV1) -> CurrentReview:
         """What themes keeps of an accepted review; notes are not needed, so not kept."""
-        return cls(
+        return cls.shared(
             event_id=review.event_id,
             audit_id=review.audit_id,
             audit_title=review.audit_title,
@@ -66,7 +67,40 @@ class CurrentReview:
             legal_status=review.legal_status,
             revision=review.revision,
             submitted_at=review.submitted_at,
-            findings=tuple(Fact(f.code, f.waited_days) for f in review.findings),
+            findings=[(f.code, f.waited_days) for f in review.findings],
+        )
+
+    @classmethod
+    def shared(
+        cls,
+        *,
+        event_id: str,
+        audit_id: str,
+        audit_title: str | None,
+        agency_id: str,
+        agency_type: str,
+        case_token: str,
+        age_band: str,
+        legal_status: str,
+        revision: int,
+        submitted_at: datetime,
+        findings: Iterable[tuple[str, int | None]],
+    ) -> CurrentReview:
+        """A review whose strings that recur across reviews (audit, agency, cohort, codes)
+        are one object each: themes holds every review of the audits it recently recomputed
+        (`services.themes.memo`), and these repeat in nearly all of them."""
+        return cls(
+            event_id=event_id,
+            audit_id=intern(audit_id),
+            audit_title=intern(audit_title) if audit_title is not None else None,
+            agency_id=intern(agency_id),
+            agency_type=intern(agency_type),
+            case_token=case_token,
+            age_band=intern(age_band),
+            legal_status=intern(legal_status),
+            revision=revision,
+            submitted_at=submitted_at,
+            findings=tuple(Fact(intern(code), days) for code, days in findings),
         )
 
 

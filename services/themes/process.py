@@ -51,7 +51,7 @@ Publish = Callable[[str, bytes, bytes, str | None], Awaitable[None]]
 
 CAUSES_LOGGED = 20
 
-REVIEWS_REMEMBERED = 20_000
+REVIEWS_REMEMBERED = 5_000
 
 T = TypeVar("T")
 

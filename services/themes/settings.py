@@ -23,6 +23,21 @@ class ThemesSettings(CommonSettings):
     # came in: under a backlog, bigger batches mean fewer recomputes per review (measured in
     # docs/performance.md); a quiet stream still comes in small batches.
     themes_batch_max: int = Field(default=5000, gt=0, title="Most records handled per batch")
+    themes_reviews_remembered: int = Field(
+        default=5_000,
+        ge=0,
+        title="Most reviews kept in memory across batches",
+        description="The reviews of the audits this replica recomputed last, so that the "
+        "next batch touching one need not read them again (services/themes/memo.py); 0 "
+        "reads them every time.",
+    )
+    themes_fetch_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        gt=0,
+        title="Most bytes one fetch reads of a partition",
+        description="Big enough that a backlog fills a batch of themes_batch_max; the "
+        "consumer holds about this much per partition it reads.",
+    )
     themes_publish_lease_s: float = Field(
         default=30.0,
         gt=0,

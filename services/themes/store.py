@@ -23,7 +23,6 @@ from pymongo.errors import DuplicateKeyError
 from services.themes.domain import (
     AuditSummary,
     CurrentReview,
-    Fact,
     Snapshot,
     ThemeContent,
     audit_of,
@@ -261,7 +260,7 @@ class ReviewFile:
 
 
 def _current_review(doc: Document) -> CurrentReview:
-    return CurrentReview(
+    return CurrentReview.shared(
         event_id=doc["event_id"],
         audit_id=doc["audit_id"],
         audit_title=doc.get("audit_title"),
@@ -272,7 +271,7 @@ def _current_review(doc: Document) -> CurrentReview:
         legal_status=doc["legal_status"],
         revision=doc["revision"],
         submitted_at=doc["submitted_at"],
-        findings=tuple(Fact(f["code"], f.get("waited_days")) for f in doc["findings"]),
+        findings=[(f["code"], f.get("waited_days")) for f in doc["findings"]],
     )
 
 
