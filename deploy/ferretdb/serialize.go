@@ -233,13 +233,6 @@ func moreToCome(msg []byte) bool {
 		binary.LittleEndian.Uint32(msg[16:20])&flagMoreToCome != 0
 }
 
-// commandName returns the command an OP_MSG runs: the first key of its body section (kind 0),
-// or "" for anything else (which then runs exclusively).
-func commandName(msg []byte) string {
-	name, _ := command(msg)
-	return name
-}
-
 // command returns the command an OP_MSG runs (the first key of its body section, kind 0) and,
 // when that key's value is a string, the value: for the writes, the collection written. ""
 // for anything else (which then runs exclusively).

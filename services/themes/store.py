@@ -322,10 +322,6 @@ class ThemesStore:
         docs = await self._reviews.find({"audit_id": audit_id}).to_list()
         return ReviewFile.of(docs)
 
-    async def reviews(self, audit_id: str) -> list[CurrentReview]:
-        """Every current review of an audit."""
-        return list((await self.review_file(audit_id)).current.values())
-
     async def revisions(self, reviews: Iterable[CurrentReview]) -> dict[str, int]:
         """The stored revision of each of these reviews that is stored at all."""
         files = await self._files({r.audit_id for r in reviews})
@@ -456,11 +452,8 @@ class ThemesStore:
 
     async def snapshots(self, audit_id: str) -> dict[str, StoredSnapshot]:
         """Every snapshot of an audit by theme."""
-        return {s.snapshot.content.theme: s for s in await self.snapshots_of([audit_id])}
-
-    async def snapshots_of(self, audit_ids: Collection[str]) -> list[StoredSnapshot]:
-        """Every snapshot of these audits, one query per audit, run together."""
-        return await self._read_snapshots(dict.fromkeys(audit_ids))
+        found = await self._read_snapshots({audit_id: None})
+        return {s.snapshot.content.theme: s for s in found}
 
     async def snapshots_by_key(self, keys: Collection[str]) -> dict[str, StoredSnapshot]:
         """These snapshots by `{audit_id}/{theme}`; absent keys are left out."""
