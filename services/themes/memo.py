@@ -21,6 +21,9 @@ from collections import OrderedDict
 
 from services.themes.store import ReviewFile
 
+REVIEWS_REMEMBERED = 5_000
+"""The default bound: a few audits of a few hundred reviews each."""
+
 
 class ReviewMemo:
     """The review files of recently recomputed audits, each with the audit `rev` it is valid

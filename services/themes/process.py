@@ -30,7 +30,7 @@ from services.themes.domain import (
     winners,
     with_recurring,
 )
-from services.themes.memo import ReviewMemo
+from services.themes.memo import REVIEWS_REMEMBERED, ReviewMemo
 from services.themes.store import (
     AuditRecord,
     ReviewFile,
@@ -50,8 +50,6 @@ Publish = Callable[[str, bytes, bytes, str | None], Awaitable[None]]
 """Sends (topic, key, value, correlation id) and returns once the broker acknowledged it."""
 
 CAUSES_LOGGED = 20
-
-REVIEWS_REMEMBERED = 5_000
 
 T = TypeVar("T")
 
@@ -180,7 +178,9 @@ class Themes:
         files = await _concurrently(self._store.review_file(a) for a in unknown)
         read = dict(zip(unknown, files, strict=True))
         return {
-            a: Inputs(records[a], snapshots, file if (file := remembered[a]) else read[a])
+            a: Inputs(
+                records[a], snapshots, file if (file := remembered[a]) is not None else read[a]
+            )
             for a, snapshots in zip(audits, held, strict=True)
         }
 

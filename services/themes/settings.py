@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from services.themes.memo import REVIEWS_REMEMBERED
 from shared.settings import CommonSettings
 
 
@@ -24,7 +25,7 @@ class ThemesSettings(CommonSettings):
     # docs/performance.md); a quiet stream still comes in small batches.
     themes_batch_max: int = Field(default=5000, gt=0, title="Most records handled per batch")
     themes_reviews_remembered: int = Field(
-        default=5_000,
+        default=REVIEWS_REMEMBERED,
         ge=0,
         title="Most reviews kept in memory across batches",
         description="The reviews of the audits this replica recomputed last, so that the "
