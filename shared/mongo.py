@@ -37,8 +37,9 @@ def chunked(items: Sequence[T]) -> Iterator[Sequence[T]]:
 
 def any_of(field: str, values: Collection[str]) -> Document:
     """A filter on `field` matching any of `values`: plain equality when there is one, which
-    FerretDB pushes down to an index (it pushes no `$in` down, so reads the whole collection
-    for one); `$in` otherwise."""
+    every FerretDB backend pushes down to an index; `$in` otherwise (FerretDB as released
+    pushes no `$in` down, so reads the whole collection for one; the PostgreSQL build
+    deploy/ferretdb makes does, deploy/ferretdb/pushdown-in.patch)."""
     wanted = sorted(values)
     return {field: wanted[0]} if len(wanted) == 1 else {field: {"$in": wanted}}
 
@@ -60,9 +61,9 @@ async def find_by_group(
     """The documents whose `field` is each group's value (and, where ids are given, whose
     `_id` is among them), one query per group, run together. Naming the group's value lets an
     index find its documents on any store; FerretDB would read the whole collection for an
-    `_id` `$in` alone. A group of a few ids is read an id at a time instead: FerretDB finds
-    each from the `_id` index, where the group's value has it decode every document of the
-    group."""
+    `_id` `$in` alone (as released; see `any_of`). A group of a few ids is read an id at a
+    time instead: FerretDB's SQLite backend finds each from the `_id` index, where the group's
+    value has it decode every document of the group."""
 
     def queries(value: str, ids: Sequence[str] | None) -> list[Document]:
         if ids is None:

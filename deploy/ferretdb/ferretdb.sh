@@ -59,6 +59,10 @@ case $SERIALIZE in
   *) die "CASEREVIEW_FERRETDB_SERIALIZE must be true, writes, collections or false, not '$SERIALIZE'" ;;
 esac
 BUILD_TIMEOUT=600 # only bounds how long a concurrent up/down waits for the lock
+# FerretDB allocates for every document it decodes, and with Go's default GOGC=100 its
+# collector took about a fifth of its CPU under the benchmark's load; at 400 it collects a
+# quarter as often, for a few tens of MiB more memory (docs/performance.md).
+FERRETDB_GOGC=${CASEREVIEW_FERRETDB_GOGC:-400}
 
 BIN=$HERE/bin/ferretdb
 DATA_DIR=$LOCAL_DIR/ferretdb/data
@@ -120,26 +124,50 @@ rotate_log() {
 }
 
 # Builds the wrapper when the binary is missing or older than its sources.
+#
+# FerretDB is built from its module with the patches beside this script applied (*.patch,
+# each against the module's root; see the patch for what and why): the module is copied out
+# of Go's read-only module cache, patched, and named by a `replace` in a go.mod kept for the
+# build only, so go.mod and go.sum here stay those of the released module.
 build() {
   local f stale=""
   [ -x "$BIN" ] || stale=missing
-  for f in "$HERE"/*.go "$HERE/go.mod" "$HERE/go.sum"; do
+  for f in "$HERE"/*.go "$HERE"/*.patch "$HERE/go.mod" "$HERE/go.sum"; do
     if [ "$f" -nt "$BIN" ]; then stale=${stale:-outdated}; fi
   done
   [ -n "$stale" ] || return 0
   command -v go >/dev/null || die "Go is needed to build FerretDB (https://go.dev/dl/), or put mongod on PATH"
+  command -v patch >/dev/null || die "patch is needed to build FerretDB (Debian: apt-get install patch)"
   if [ "$stale" = missing ]; then
     say "building FerretDB $FERRETDB_VERSION from the Go module proxy (first run only)…"
   else
     say "rebuilding FerretDB $FERRETDB_VERSION (sources changed)…"
   fi
-  local started=$SECONDS tmp=$BIN.tmp.$$
+  local started=$SECONDS tmp=$BIN.tmp.$$ work module
   mkdir -p "$HERE/bin"
+  work=$(mktemp -d "$HERE/bin/build.XXXXXX")
   # Pure Go (modernc.org/sqlite, jackc/pgx), so no C toolchain.
-  if ! (cd "$HERE" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -o "$tmp" .); then
-    rm -f "$tmp"
-    die "building FerretDB failed (see the go output above)"
+  if ! (
+    set -e
+    cd "$HERE"
+    module=$(go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" |
+      sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -d "$module" ]
+    cp -R "$module" "$work/ferretdb"
+    chmod -R u+w "$work/ferretdb"
+    for f in "$HERE"/*.patch; do
+      [ -e "$f" ] || continue
+      patch --quiet --forward -p1 -d "$work/ferretdb" <"$f"
+    done
+    cp go.mod "$work/build.mod"
+    cp go.sum "$work/build.sum"
+    printf '\nreplace github.com/FerretDB/FerretDB => %s\n' "$work/ferretdb" >>"$work/build.mod"
+    CGO_ENABLED=0 go build -trimpath -buildvcs=false -modfile="$work/build.mod" -o "$tmp" .
+  ); then
+    rm -rf "$tmp" "$work"
+    die "building FerretDB failed (see the output above)"
   fi
+  rm -rf "$work"
   mv -f "$tmp" "$BIN"
   say "built $BIN in $((SECONDS - started))s"
 }
@@ -275,7 +303,7 @@ up() {
   say "starting ${cmd[0]##*/} on $HOST:$PORT; log: $LOG_FILE"
   printf '=== %s: starting %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${cmd[*]}" >>"$LOG_FILE"
   # setsid: its own session, so a Ctrl-C aimed at whatever ran `up` does not reach the server.
-  nohup setsid "${cmd[@]}" >>"$LOG_FILE" 2>&1 </dev/null 9>&- &
+  GOGC=$FERRETDB_GOGC nohup setsid "${cmd[@]}" >>"$LOG_FILE" 2>&1 </dev/null 9>&- &
   pid=$!
   printf '%s\n' "$pid" >"$(pid_file ferretdb)"
   wait_ready ferretdb "$pid" "$READY_TIMEOUT" ready "$HOST" "$PORT"

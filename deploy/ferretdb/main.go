@@ -20,7 +20,9 @@
 // field down to SQL (the SQLite one only an exact {_id: scalar} filter), so such a filter no
 // longer makes FerretDB decode every document of the collection in Go. It writes them as
 // `_jsonb->'field' @> value`, which its btree indexes cannot answer; ferretdb.sh adds GIN
-// indexes that can (pg-gin-indexes.sql). $in, $or, $lt and the like are still not pushed down.
+// indexes that can (pg-gin-indexes.sql). ferretdb.sh builds FerretDB with the patches beside
+// this file: pushdown-in.patch pushes {field: {$in: [strings]}} down the same way. $or, $lt and
+// the like are still not pushed down.
 //
 // By default clients reach FerretDB through a one-command-at-a-time front end, because
 // FerretDB v1's updates are not atomic under concurrency, on either backend; see serialize.go.
@@ -179,11 +181,16 @@ func run(listenAddr, handler, sqliteDir, postgresqlURL, logLevel string, seriali
 }
 
 // ferretVersion returns the FerretDB module version compiled in, read from the build
-// info (the embedded build/version package reports "unknown").
+// info (the embedded build/version package reports "unknown"), marked when it was built
+// patched (ferretdb.sh).
 func ferretVersion() string {
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, dep := range info.Deps {
 			if dep.Path == ferretModule {
+				if dep.Replace != nil {
+					return dep.Version + "+casereview-patches"
+				}
+
 				return dep.Version
 			}
 		}

@@ -127,6 +127,41 @@ async def test_group_and_sum_aggregation(mongo: AsyncMongoClient[Document], name
     assert [doc async for doc in cursor] == [{"_id": "x", "n": 2}, {"_id": "y", "n": 1}]
 
 
+async def test_in_filters_select_as_mongodb_does(
+    mongo: AsyncMongoClient[Document], namespace: str
+) -> None:
+    """`$in` is what the services read, update and delete sets of documents by; the store
+    deploy/ferretdb builds pushes it down to SQL (pushdown-in.patch), which must select every
+    document MongoDB's semantics match: a scalar equal to one of the values, an array holding
+    one, beside other conditions, and never one merely containing a value as a substring."""
+    docs = mongo[namespace]["docs"]
+    await docs.create_index([("group", ASCENDING)])
+    await docs.insert_many(
+        [
+            {"_id": "a", "group": "g1", "tag": "x"},
+            {"_id": "b", "group": "g1", "tag": ["y", "x"]},
+            {"_id": "c", "group": "g2", "tag": "y"},
+            {"_id": "d", "group": "g2", "tag": 5},
+            {"_id": "e", "group": "g2"},
+            {"_id": "f", "group": "g1", "tag": "xx"},
+        ]
+    )
+
+    async def ids(query: Document) -> list[str]:
+        return sorted(doc["_id"] for doc in await docs.find(query).to_list())
+
+    assert await ids({"_id": {"$in": ["a", "c", "zz"]}}) == ["a", "c"]
+    assert await ids({"tag": {"$in": ["x"]}}) == ["a", "b"]
+    assert await ids({"tag": {"$in": ["x", "y"]}, "group": "g1"}) == ["a", "b"]
+    assert await ids({"group": "g2", "_id": {"$in": ["a", "c", "d"]}}) == ["c", "d"]
+    assert await ids({"tag": {"$in": ["y", 5]}}) == ["b", "c", "d"]
+    assert await ids({"tag": {"$in": []}}) == []
+    assert await ids({"tag": {"$in": ["x", None]}}) == ["a", "b", "e"]
+    deleted = await docs.delete_many({"group": "g1", "_id": {"$in": ["a", "c", "f"]}})
+    assert deleted.deleted_count == 2
+    assert await ids({}) == ["b", "c", "d", "e"]
+
+
 async def test_concurrent_single_document_writes_are_atomic(
     mongo: AsyncMongoClient[Document], namespace: str
 ) -> None:
