@@ -23,7 +23,7 @@ class ThemesSettings(CommonSettings):
     # Each batch recomputes every audit it touches once, whatever number of its reviews
     # came in: under a backlog, bigger batches mean fewer recomputes per review (measured in
     # docs/performance.md); a quiet stream still comes in small batches.
-    themes_batch_max: int = Field(default=5000, gt=0, title="Most records handled per batch")
+    themes_batch_max: int = Field(default=10_000, gt=0, title="Most records handled per batch")
     themes_reviews_remembered: int = Field(
         default=REVIEWS_REMEMBERED,
         ge=0,
@@ -33,7 +33,7 @@ class ThemesSettings(CommonSettings):
         "reads them every time.",
     )
     themes_fetch_bytes: int = Field(
-        default=2 * 1024 * 1024,
+        default=4 * 1024 * 1024,
         gt=0,
         title="Most bytes one fetch reads of a partition",
         description="Big enough that a backlog fills a batch of themes_batch_max; the "
