@@ -120,8 +120,9 @@ def settle_collector() -> None:
     every `YOUNG_COLLECTION_AT` allocations rather than every 700. Each event makes hundreds
     of short-lived containers (models, dicts, log records) that reference counting frees on
     its own, so at the default the collector ran many times per batch, mostly scanning live
-    objects; it took about a fifth of the services' CPU under the benchmark's load
-    (docs/performance.md). Collections still run, so reference cycles are still reclaimed.
+    objects; this setting cut the services' CPU per event by a fifth to a quarter under the
+    benchmark's load (docs/performance.md). Collections still run, so reference cycles are
+    still reclaimed.
     """
     gc.collect()
     gc.freeze()
