@@ -61,7 +61,8 @@ esac
 BUILD_TIMEOUT=600 # only bounds how long a concurrent up/down waits for the lock
 # FerretDB allocates for every document it decodes, and with Go's default GOGC=100 its
 # collector took about a fifth of its CPU under the benchmark's load; at 400 it collects a
-# quarter as often, for a few tens of MiB more memory (docs/performance.md).
+# quarter as often, letting its heap grow to five times what is live between collections
+# (docs/performance.md).
 FERRETDB_GOGC=${CASEREVIEW_FERRETDB_GOGC:-400}
 
 BIN=$HERE/bin/ferretdb
@@ -143,7 +144,7 @@ build() {
   else
     say "rebuilding FerretDB $FERRETDB_VERSION (sources changed)…"
   fi
-  local started=$SECONDS tmp=$BIN.tmp.$$ work module
+  local started=$SECONDS tmp=$BIN.tmp.$$ work
   mkdir -p "$HERE/bin"
   work=$(mktemp -d "$HERE/bin/build.XXXXXX")
   # Pure Go (modernc.org/sqlite, jackc/pgx), so no C toolchain.
