@@ -25,6 +25,7 @@ from services.themes.domain import (
     audit_of,
     audit_summary,
     revise,
+    snapshot_key,
     theme_contents,
     themes_of,
     winners,
@@ -37,7 +38,7 @@ from services.themes.store import (
     StoredSnapshot,
     ThemesStore,
     acknowledged,
-    committed_state,
+    committed_states,
 )
 from shared.consuming import batch_position
 from shared.contracts import ReviewAcceptedV1
@@ -90,9 +91,9 @@ class Inputs:
 
 @dataclass(frozen=True)
 class Refreshed:
-    """What refreshing one theme's snapshots in other audits left: the snapshots to publish
-    (as committed) by key, the audits whose snapshots changed, and how many a redo already
-    published."""
+    """What refreshing other audits' snapshots of flipped themes left: the snapshots to
+    publish (as committed) by key, the audits whose snapshots changed, and how many a redo
+    already published."""
 
     wanted: Mapping[str, StoredSnapshot]
     touched: set[str]
@@ -314,7 +315,7 @@ class Themes:
         }
         commits = [(held.get(t), revisions[t], contents[t], causes) for t in contents]
         self._memo.forget(audit_id)
-        if not await self._store.commit_snapshots(commits):
+        if not await self._store.commit_snapshots(commits, complete=True):
             return None
         changed = summary != record.summary or any(r is not None for r in revisions.values())
         if not await self._store.commit_audit(record, summary, now, changed):
@@ -329,7 +330,7 @@ class Themes:
             correlation_id=causes[0] if causes else None,
             caused_by=list(causes),
         )
-        return [committed_state(*commit) for commit in commits]
+        return committed_states(commits)
 
     async def _flush(self, current: Mapping[str, Sequence[StoredSnapshot]]) -> int:
         """Publishes the audits' unacknowledged versions and carries their pattern flips into
@@ -338,11 +339,11 @@ class Themes:
         unfinished work shows in them too: the recompute read it).
 
         Done once for the whole batch: every store command here reads or writes a set of
-        snapshots at once, a theme that flipped in several of the batch's audits refreshes
-        each other audit's snapshot of it once, not once per flip, and what the refreshes
-        changed is published together with the audits' own versions. Flips are recorded as
-        carried only once everything they changed is published, so a crash before leaves
-        them to be carried again.
+        snapshots at once, each other audit is refreshed with one write for all the themes
+        that flipped in the batch's audits, however many audits each flipped in, and what the
+        refreshes changed is published together with the audits' own versions. Flips are
+        recorded as carried only once everything they changed is published, so a crash before
+        leaves them to be carried again.
         """
         held = [s for snapshots in current.values() for s in snapshots]
         if not held:
@@ -352,77 +353,92 @@ class Themes:
         for s in held:
             if s.pending_propagation:
                 flipped.setdefault(s.snapshot.content.theme, []).append(s)
-        refreshed = await _concurrently(self._propagate(sources) for sources in flipped.values())
-        for r in refreshed:
-            for key, snapshot in r.wanted.items():
-                # A refresh committed after the recompute read the key: its state is the later.
-                if key not in wanted or snapshot.rev > wanted[key].rev:
-                    wanted[key] = snapshot
-        await self._store.touch_audits({a for r in refreshed for a in r.touched}, self._now())
+        refreshed = await self._propagate(flipped)
+        for key, snapshot in refreshed.wanted.items():
+            # A refresh committed after the recompute read the key: its state is the later.
+            if key not in wanted or snapshot.rev > wanted[key].rev:
+                wanted[key] = snapshot
+        await self._store.touch_audits(refreshed.touched, self._now())
         published = await self._publish_many(wanted)
         await self._store.mark_propagated([s for sources in flipped.values() for s in sources])
-        return published + sum(r.published for r in refreshed)
+        return published + refreshed.published
 
-    async def _propagate(self, sources: Sequence[StoredSnapshot]) -> Refreshed:
-        """Brings `recurring_in` up to date in every other audit's snapshot of a theme whose
-        pattern flag flipped in `sources`."""
-        theme = sources[0].snapshot.content.theme
-        audits = {s.snapshot.content.audit_id for s in sources}
+    async def _propagate(self, flipped: Mapping[str, Sequence[StoredSnapshot]]) -> Refreshed:
+        """Brings `recurring_in` up to date in every other audit's snapshot of each theme whose
+        pattern flag flipped in its `flipped` sources.
+
+        The snapshots are read before the themes' pattern audits (so, as in `_recompute`,
+        every write is conditional on a `rev` read before its inputs), and committed one write
+        per audit. When a commit lost to another writer, each snapshot is redone (and
+        published) on its own; otherwise the publishing is left to the caller.
+        """
+        if not flipped:
+            return Refreshed({}, set(), 0)
+        sources = {t: {s.snapshot.content.audit_id for s in ss} for t, ss in flipped.items()}
         # An audit's own snapshot already counts its own flip; it needs refreshing only for
         # another audit's.
-        held = await self._store.theme_snapshots(
-            theme, except_audit=next(iter(audits)) if len(audits) == 1 else None
-        )
-        causes = list(dict.fromkeys(c for s in sources for c in s.caused_by))[:CAUSES_LOGGED]
-        return await self._refresh_many(theme, held, causes)
-
-    async def _refresh_many(
-        self, theme: str, held: Sequence[StoredSnapshot], causes: Sequence[str]
-    ) -> Refreshed:
-        """`_refresh_recurring` for many snapshots of one theme (`held`, read together), but
-        leaving the publishing to the caller: the theme's pattern audits are read after them
-        (so, as in `_recompute`, every write is conditional on a `rev` read before its
-        inputs), and they are committed in bulk. When a commit lost to another writer, each
-        is redone (and published) on its own."""
+        held = [
+            s
+            for s in await self._store.theme_snapshots(flipped)
+            if sources[s.snapshot.content.theme] != {s.snapshot.content.audit_id}
+        ]
         if not held:
             return Refreshed({}, set(), 0)
-        patterns = (await self._store.pattern_audits([theme])).get(theme, set())
+        patterns = await self._store.pattern_audits(flipped)
+        causes = {
+            theme: list(dict.fromkeys(c for s in ss for c in s.caused_by))[:CAUSES_LOGGED]
+            for theme, ss in flipped.items()
+        }
         now = self._now()
-        planned = []
+        commits = []
         for stored in held:
-            updated = with_recurring(stored.snapshot.content, patterns)
-            planned.append((stored, revise(stored.snapshot, updated, now), updated))
-        commits = [(stored, revised, updated, causes) for stored, revised, updated in planned]
-        committed = await self._store.commit_snapshots(commits)
-        touched = {s.snapshot.content.audit_id for s, revised, _ in planned if revised is not None}
-        if not committed:
-            # Some commits lost to another writer (which ones, a bulk write does not say):
-            # each snapshot is redone on its own, which also publishes any that did commit.
-            redone = await _concurrently(self._refresh_recurring(s.key, causes) for s in held)
+            theme = stored.snapshot.content.theme
+            updated = with_recurring(stored.snapshot.content, patterns.get(theme, set()))
+            commits.append((stored, revise(stored.snapshot, updated, now), updated, causes[theme]))
+        touched = {
+            s.snapshot.content.audit_id for s, revised, _, _ in commits if revised is not None
+        }
+        if not await self._store.commit_snapshots(commits):
+            # Some audits' commits lost to another writer (which, a bulk write does not say):
+            # each audit is redone on its own, which also publishes any that did commit.
+            redo: dict[str, dict[str, Sequence[str]]] = {}
+            for s in held:
+                theme = s.snapshot.content.theme
+                redo.setdefault(s.snapshot.content.audit_id, {})[theme] = causes[theme]
+            redone = await _concurrently(self._refresh_audit(a, c) for a, c in redo.items())
             return Refreshed({}, touched, sum(redone))
-        now_held = (committed_state(*commit) for commit in commits)
+        now_held = committed_states(commits)
         return Refreshed({s.key: s for s in now_held if s.pending_publish}, touched, 0)
 
-    async def _refresh_recurring(self, key: str, causes: Sequence[str]) -> int:
-        """Brings one snapshot's `recurring_in` up to date, optimistically like `_recompute`."""
+    async def _refresh_audit(self, audit_id: str, causes: Mapping[str, Sequence[str]]) -> int:
+        """Brings the `recurring_in` of one audit's snapshots of these themes (`causes`: the
+        events behind each) up to date, optimistically like `_recompute`, and publishes what
+        changed."""
+        keys = [snapshot_key(audit_id, theme) for theme in causes]
         for attempt in range(self._max_attempts):
-            held = await self._store.snapshot(key)
-            if held is None:
+            held = await self._store.snapshots_by_key(keys)
+            if not held:
                 return 0
-            content = held.snapshot.content
-            patterns = await self._store.pattern_audits([content.theme])
-            updated = with_recurring(content, patterns.get(content.theme, ()))
+            patterns = await self._store.pattern_audits(causes)
             now = self._now()
-            revised = revise(held.snapshot, updated, now)
-            if await self._store.commit_snapshot(held, revised, updated, causes) is not None:
-                if revised is not None:
-                    await self._store.touch_audit(content.audit_id, now)
-                version = revised.version if revised is not None else held.snapshot.version
-                if version > held.published_version:
-                    return await self._publish_pending(content.audit_id, {key: version})
-                return 0
+            commits = []
+            for stored in held.values():
+                theme = stored.snapshot.content.theme
+                updated = with_recurring(stored.snapshot.content, patterns.get(theme, ()))
+                commits.append(
+                    (stored, revise(stored.snapshot, updated, now), updated, causes[theme])
+                )
+            if await self._store.commit_snapshots(commits):
+                if any(revised is not None for _, revised, _, _ in commits):
+                    await self._store.touch_audit(audit_id, now)
+                wanted = {
+                    s.key: s.snapshot.version
+                    for s in committed_states(commits)
+                    if s.pending_publish
+                }
+                return await self._publish_pending(audit_id, wanted) if wanted else 0
             await _back_off(attempt)
-        raise ConflictError(f"snapshot {key}: recurrence update lost {self._max_attempts} times")
+        raise ConflictError(f"audit {audit_id}: recurrence update lost {self._max_attempts} times")
 
     async def _publish_many(self, wanted: Mapping[str, StoredSnapshot]) -> int:
         """Returns once the broker has acknowledged, for each snapshot key, the version of the

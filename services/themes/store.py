@@ -26,23 +26,19 @@ from services.themes.domain import (
     Snapshot,
     ThemeContent,
     audit_of,
-    snapshot_key,
 )
-from shared.mongo import Document, any_of, find_by_group, grouped, write_all
+from shared.mongo import Document, any_of, grouped, write_all
 
 CAUSES_KEPT = 20
-
-
-def _snapshots_by_audit(keys: Iterable[str]) -> dict[str, list[str]]:
-    return grouped((audit_of(key), key) for key in keys)
 
 
 @dataclass(frozen=True)
 class StoredSnapshot:
     """A snapshot with the bookkeeping that makes publishing and recurrence reliable.
 
-    `rev` moves with every committed recompute (the optimistic-concurrency token); `version`
-    only with content. `published_version` is the highest version the broker acknowledged (kept
+    `rev` is that of the audit's snapshots document as read (the optimistic-concurrency token:
+    it moves with every committed write to any of the audit's snapshots); `version` only with
+    the snapshot's content. `published_version` is the highest version the broker acknowledged (kept
     in the audit's document).
     `pattern_changes` counts flips of `is_pattern`; `propagated_changes` how many of them
     other audits' `recurring_in` has been brought up to date with.
@@ -72,13 +68,6 @@ class StoredSnapshot:
 
 
 @dataclass(frozen=True)
-class Committed:
-    """A recompute of one snapshot was written; `revised` is the new version if any."""
-
-    revised: Snapshot | None
-
-
-@dataclass(frozen=True)
 class AuditRecord:
     """An audit as stored: every code its reviews ever carried, and its derived summary."""
 
@@ -93,97 +82,150 @@ Published = Mapping[str, Mapping[str, int]]
 """The versions the broker acknowledged, by audit and theme."""
 
 
-def _published_field(theme: str) -> str:
-    # The theme as a key of the audit's `published` document: a code may hold "." (a slug),
-    # which an update would read as a path; ":" never occurs in one.
+def _theme_field(theme: str) -> str:
+    # The theme as a field name (in an audit's `published` and `by_theme` documents): a code
+    # may hold "." (a slug), which an update would read as a path; ":" never occurs in one.
     return theme.replace(".", ":")
 
 
-def _stored_snapshot(doc: Document, published: Published) -> StoredSnapshot:
-    return StoredSnapshot(
-        snapshot=Snapshot(
-            content=ThemeContent.model_validate(doc["content"]),
-            version=doc["version"],
-            computed_at=doc["computed_at"],
-        ),
-        rev=doc["rev"],
-        published_version=published.get(doc["audit_id"], {}).get(_published_field(doc["theme"]), 0),
-        pattern_changes=doc.get("pattern_changes", 0),
-        propagated_changes=doc.get("propagated_changes", 0),
-        caused_by=tuple(doc.get("caused_by", ())),
-    )
+def _stored_snapshots(
+    doc: Document, published: Published, wanted: Collection[str] | None = None
+) -> list[StoredSnapshot]:
+    """The snapshots an audit's document holds (those of the themes in `wanted`, or all)."""
+    versions = published.get(doc["_id"], {})
+    found = []
+    for field, held in doc.get("by_theme", {}).items():
+        content = ThemeContent.model_validate(held["content"])
+        if wanted is not None and content.theme not in wanted:
+            continue
+        found.append(
+            StoredSnapshot(
+                snapshot=Snapshot(
+                    content=content, version=held["version"], computed_at=held["computed_at"]
+                ),
+                rev=doc["rev"],
+                published_version=versions.get(field, 0),
+                pattern_changes=held.get("pattern_changes", 0),
+                propagated_changes=held.get("propagated_changes", 0),
+                caused_by=tuple(held.get("caused_by", ())),
+            )
+        )
+    return found
 
 
 SnapshotCommit = tuple[StoredSnapshot | None, Snapshot | None, ThemeContent, Sequence[str]]
-"""What `commit_snapshot` takes: the snapshot as read (None: none yet), the new version if
-the content changed, the content and the events behind it."""
+"""What `commit_snapshots` takes for one snapshot: the snapshot as read (None: none yet), the
+new version if the content changed, the content and the events behind it."""
 
 
-def _commit_write(
-    held: StoredSnapshot | None,
-    revised: Snapshot | None,
-    content: ThemeContent,
-    causes: Sequence[str],
-) -> tuple[Document | None, Document]:
-    """The write that commits a recompute of one snapshot: (None, the document) to insert the
-    first, else (filter, update)."""
-    if held is None:
-        assert revised is not None, "a first snapshot is always a new version"
-        return None, (
-            {
-                "_id": snapshot_key(content.audit_id, content.theme),
-                "audit_id": content.audit_id,
-                "theme": content.theme,
-                "is_pattern": content.is_pattern,
-                "content": content.model_dump(mode="json"),
-                "version": revised.version,
-                "computed_at": revised.computed_at,
-                "caused_by": list(causes[:CAUSES_KEPT]),
-                "rev": 1,
-                "pattern_changes": 1 if content.is_pattern else 0,
-                "propagated_changes": 0,
-            }
-        )
-    update: dict[str, Any] = {"$inc": {"rev": 1}}
-    if revised is not None:
-        update["$set"] = {
-            "is_pattern": content.is_pattern,
-            "content": content.model_dump(mode="json"),
-            "version": revised.version,
-            "computed_at": revised.computed_at,
-            "caused_by": list(causes[:CAUSES_KEPT]),
+def _theme_doc(revised: Snapshot, content: ThemeContent, causes: Sequence[str]) -> Document:
+    return {
+        "content": content.model_dump(mode="json"),
+        "version": revised.version,
+        "computed_at": revised.computed_at,
+        "caused_by": list(causes[:CAUSES_KEPT]),
+        "pattern_changes": 1 if content.is_pattern else 0,
+        "propagated_changes": 0,
+    }
+
+
+def _read_rev(commits: Sequence[SnapshotCommit]) -> int | None:
+    """The `rev` of the audit's document these commits (one audit's) were read at: 0 when it
+    held none of them; None when they were read at different ones (they cannot all win)."""
+    revs = {held.rev for held, *_ in commits if held is not None}
+    if len(revs) > 1:
+        return None
+    return revs.pop() if revs else 0
+
+
+def _audit_write(
+    audit_id: str, commits: Sequence[SnapshotCommit], complete: bool
+) -> InsertOne[Document] | UpdateOne | None:
+    """The one write that commits these recomputes of one audit's snapshots: an insert of the
+    audit's document when it held none of them, else an update conditional on the `rev` they
+    were read at (None: they were read at different ones, so they cannot all win).
+
+    `complete`: the commits are every snapshot of the audit (a recompute), so the document's
+    lists of themes and of patterns are set from them. Otherwise (a refresh of `recurring_in`)
+    neither a new theme nor a change of `is_pattern` may be among them.
+    """
+    rev = _read_rev(commits)
+    if rev is None:
+        return None
+    if rev == 0:
+        assert complete, "only a recompute creates snapshots"
+        by_theme: Document = {}
+        for _, revised, content, causes in commits:
+            assert revised is not None, "a first snapshot is always a new version"
+            by_theme[_theme_field(content.theme)] = _theme_doc(revised, content, causes)
+        return InsertOne({"_id": audit_id, "rev": 1, **_theme_lists(commits), "by_theme": by_theme})
+    sets: Document = _theme_lists(commits) if complete else {}
+    incs: dict[str, int] = {"rev": 1}
+    for held, revised, content, causes in commits:
+        field = f"by_theme.{_theme_field(content.theme)}"
+        if held is None:
+            assert complete, "only a recompute creates snapshots"
+            assert revised is not None, "a first snapshot is always a new version"
+            sets[field] = _theme_doc(revised, content, causes)
+            continue
+        if revised is None:
+            continue
+        sets |= {
+            f"{field}.content": content.model_dump(mode="json"),
+            f"{field}.version": revised.version,
+            f"{field}.computed_at": revised.computed_at,
+            f"{field}.caused_by": list(causes[:CAUSES_KEPT]),
         }
         if content.is_pattern != held.snapshot.content.is_pattern:
-            update["$inc"]["pattern_changes"] = 1
-    return {"_id": held.key, "rev": held.rev}, update
+            assert complete, "only a recompute flips a pattern"
+            incs[f"{field}.pattern_changes"] = 1
+    update: Document = {"$inc": incs}
+    if sets:
+        update["$set"] = sets
+    return UpdateOne({"_id": audit_id, "rev": rev}, update)
 
 
-def committed_state(
-    held: StoredSnapshot | None,
-    revised: Snapshot | None,
-    content: ThemeContent,
-    causes: Sequence[str],
-) -> StoredSnapshot:
-    """What the store holds once `_commit_write` of these won, so that the committer can
-    publish from memory instead of reading its own write back (the fields change exactly as
-    that write changes them)."""
+def _theme_lists(commits: Sequence[SnapshotCommit]) -> Document:
+    # The lists the theme-wise reads find an audit's document by (indexed; an array field
+    # matches an element).
+    contents = [content for _, _, content, _ in commits]
+    return {
+        "themes": sorted(c.theme for c in contents),
+        "patterns": sorted(c.theme for c in contents if c.is_pattern),
+    }
+
+
+def committed_states(commits: Sequence[SnapshotCommit]) -> list[StoredSnapshot]:
+    """What the store holds once the writes of `commits` won (`ThemesStore.commit_snapshots`),
+    one state per commit, so that the committer can publish from memory instead of reading
+    its own write back (the fields change exactly as those writes change them)."""
+    revs: dict[str, int] = {}
+    for held, _, content, _ in commits:
+        if held is not None:
+            revs[content.audit_id] = held.rev
+    return [committed_state(commit, revs.get(commit[2].audit_id, 0) + 1) for commit in commits]
+
+
+def committed_state(commit: SnapshotCommit, rev: int) -> StoredSnapshot:
+    """One snapshot as its commit left it, the audit's document then at `rev`."""
+    held, revised, content, causes = commit
     if held is None:
         assert revised is not None, "a first snapshot is always a new version"
         return StoredSnapshot(
             snapshot=revised,
-            rev=1,
+            rev=rev,
             published_version=0,
             pattern_changes=1 if content.is_pattern else 0,
             propagated_changes=0,
             caused_by=tuple(causes[:CAUSES_KEPT]),
         )
     if revised is None:
-        return replace(held, rev=held.rev + 1)
+        return replace(held, rev=rev)
     flipped = content.is_pattern != held.snapshot.content.is_pattern
     return replace(
         held,
         snapshot=revised,
-        rev=held.rev + 1,
+        rev=rev,
         pattern_changes=held.pattern_changes + (1 if flipped else 0),
         caused_by=tuple(causes[:CAUSES_KEPT]),
     )
@@ -192,7 +234,7 @@ def committed_state(
 def acknowledged(published: Mapping[str, int], snapshot: StoredSnapshot) -> StoredSnapshot:
     """The snapshot with its theme's acknowledged version taken from `published` (an audit's,
     as `ThemesStore.claim_audits` returned it)."""
-    version = published.get(_published_field(snapshot.snapshot.content.theme), 0)
+    version = published.get(_theme_field(snapshot.snapshot.content.theme), 0)
     return replace(snapshot, published_version=version)
 
 
@@ -298,9 +340,11 @@ def _audit_record(doc: Document) -> AuditRecord:
 class ThemesStore:
     """Three collections: `themes_reviews` (one per revision of each audit, agency and case
     token, `_id` `{key}#{revision}`; the highest is the current review, and the ones below
-    it are deleted once it is stored), `themes_snapshots` (one per audit and theme, `_id`
-    the contract's key) and `themes_audits` (one per audit: codes seen, cohort summary, the
-    lease on publishing its snapshots and the version of each the broker acknowledged)."""
+    it are deleted once it is stored), `themes_snapshots` (one per audit, `_id` the audit:
+    its snapshots by theme, under one `rev`, so that a recompute of the audit, or a batch's
+    refreshes of it, is one write) and `themes_audits` (one per audit: codes seen, cohort
+    summary, the lease on publishing its snapshots and the version of each the broker
+    acknowledged)."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._reviews = db["themes_reviews"]
@@ -308,11 +352,11 @@ class ThemesStore:
         self._audits = db["themes_audits"]
 
     async def ensure_indexes(self) -> None:
-        """Reviews and snapshots are read by audit; pattern flags by theme; the audits a
-        publisher holds by its lease."""
+        """Reviews are read by audit; snapshots by audit (`_id`) and by theme and pattern; the
+        audits a publisher holds by its lease."""
         await self._reviews.create_index([("audit_id", ASCENDING)])
-        await self._snapshots.create_index([("audit_id", ASCENDING)])
-        await self._snapshots.create_index([("theme", ASCENDING), ("is_pattern", ASCENDING)])
+        await self._snapshots.create_index([("themes", ASCENDING)])
+        await self._snapshots.create_index([("patterns", ASCENDING)])
         await self._audits.create_index([("lease", ASCENDING)])
 
     # --- reviews -------------------------------------------------------------------------
@@ -439,14 +483,9 @@ class ThemesStore:
             )
 
     async def pattern_counts(self) -> dict[str, int]:
-        """Patterns per audit."""
-        cursor = await self._snapshots.aggregate(
-            [
-                {"$match": {"is_pattern": True}},
-                {"$group": {"_id": "$audit_id", "n": {"$sum": 1}}},
-            ]
-        )
-        return {doc["_id"]: doc["n"] async for doc in cursor}
+        """Patterns per audit (audits with none left out)."""
+        cursor = self._snapshots.find({"patterns.0": {"$exists": True}}, {"patterns": 1})
+        return {doc["_id"]: len(doc["patterns"]) async for doc in cursor}
 
     # --- snapshots -----------------------------------------------------------------------
 
@@ -457,7 +496,11 @@ class ThemesStore:
 
     async def snapshots_by_key(self, keys: Collection[str]) -> dict[str, StoredSnapshot]:
         """These snapshots by `{audit_id}/{theme}`; absent keys are left out."""
-        found = await self._read_snapshots(_snapshots_by_audit(keys))
+        wanted: dict[str, set[str]] = {}
+        for key in keys:
+            audit_id = audit_of(key)
+            wanted.setdefault(audit_id, set()).add(key[len(audit_id) + 1 :])
+        found = await self._read_snapshots(wanted)
         return {s.key: s for s in found}
 
     async def snapshot(self, key: str) -> StoredSnapshot | None:
@@ -465,14 +508,16 @@ class ThemesStore:
         return (await self.snapshots_by_key([key])).get(key)
 
     async def _read_snapshots(
-        self, wanted: Mapping[str, Sequence[str] | None], published: Published | None = None
+        self, wanted: Mapping[str, Collection[str] | None], published: Published | None = None
     ) -> list[StoredSnapshot]:
-        # The snapshots (all of the audit's, or the keys given) are read before the versions
-        # acknowledged, so a snapshot is never taken as published when it was not.
-        found = await find_by_group(self._snapshots, "audit_id", wanted)
+        # The snapshots (all of each audit's, or the themes given) are read before the
+        # versions acknowledged, so a snapshot is never taken as published when it was not.
+        if not wanted:
+            return []
+        docs = await self._snapshots.find(any_of("_id", wanted)).to_list()
         if published is None:
             published = await self._published(wanted)
-        return [_stored_snapshot(doc, published) for doc in found]
+        return [s for doc in docs for s in _stored_snapshots(doc, published, wanted[doc["_id"]])]
 
     async def _published(self, audit_ids: Collection[str]) -> dict[str, dict[str, int]]:
         if not audit_ids:
@@ -486,55 +531,40 @@ class ThemesStore:
         wanted = set(themes)
         if not wanted:
             return found
-        cursor = self._snapshots.find(
-            {**any_of("theme", wanted), "is_pattern": True}, {"audit_id": 1, "theme": 1}
-        )
+        cursor = self._snapshots.find(any_of("patterns", wanted), {"patterns": 1})
         async for doc in cursor:
-            found.setdefault(doc["theme"], set()).add(doc["audit_id"])
+            for theme in wanted.intersection(doc["patterns"]):
+                found.setdefault(theme, set()).add(doc["_id"])
         return found
 
-    async def theme_snapshots(self, theme: str, except_audit: str | None) -> list[StoredSnapshot]:
-        """The theme's snapshot in every audit but `except_audit` (None: in all), in one query."""
-        query: Document = {"theme": theme}
-        if except_audit is not None:
-            query["audit_id"] = {"$ne": except_audit}
-        docs = await self._snapshots.find(query).to_list()
-        published = await self._published({doc["audit_id"] for doc in docs})
-        return [_stored_snapshot(doc, published) for doc in docs]
+    async def theme_snapshots(self, themes: Collection[str]) -> list[StoredSnapshot]:
+        """These themes' snapshots in every audit that has any of them, in one query."""
+        if not themes:
+            return []
+        docs = await self._snapshots.find(any_of("themes", themes)).to_list()
+        published = await self._published({doc["_id"] for doc in docs})
+        return [s for doc in docs for s in _stored_snapshots(doc, published, themes)]
 
-    async def commit_snapshot(
-        self,
-        held: StoredSnapshot | None,
-        revised: Snapshot | None,
-        content: ThemeContent,
-        causes: Sequence[str],
-    ) -> Committed | None:
-        """Commits a recompute of one snapshot, or returns None when another writer committed
-        since `held` was read (or created it, when `held` is None).
+    async def commit_snapshots(
+        self, commits: Sequence[SnapshotCommit], *, complete: bool = False
+    ) -> bool:
+        """Commits these recomputes, one write per audit (all its commits or none), the writes
+        together; False when another writer committed to any of the audits since its
+        snapshots were read (the others may then be committed or not: the caller redoes the
+        whole recompute, which overwrites them).
 
-        An unchanged recompute still moves `rev`: a writer that read the snapshot before it
-        and its inputs earlier still must not overwrite the newer picture.
+        `complete`: the commits are every snapshot of each of their audits, as a recompute of
+        the audit makes (only those create snapshots or change `is_pattern`). Unchanged
+        snapshots still move the audit's `rev`: a writer that read them before and its inputs
+        earlier still must not overwrite the newer picture.
         """
-        query, doc = _commit_write(held, revised, content, causes)
-        if query is None:
-            try:
-                await self._snapshots.insert_one(doc)
-            except DuplicateKeyError:
-                return None
-            return Committed(revised)
-        result = await self._snapshots.update_one(query, doc)
-        return Committed(revised) if result.matched_count == 1 else None
-
-    async def commit_snapshots(self, commits: Sequence[SnapshotCommit]) -> bool:
-        """`commit_snapshot` for many at once, in bulk writes; False when another writer got
-        to any of them first (the others may then be committed or not: the caller redoes the
-        whole recompute, which overwrites them)."""
-        ops: list[InsertOne[Document] | UpdateOne] = []
+        by_audit: dict[str, list[SnapshotCommit]] = {}
         for commit in commits:
-            query, doc = _commit_write(*commit)
-            ops.append(InsertOne(doc) if query is None else UpdateOne(query, doc))
-        # A duplicate `_id` (None) means another writer created the snapshot.
-        return await write_all(self._snapshots, ops) == len(ops)
+            by_audit.setdefault(commit[2].audit_id, []).append(commit)
+        ops = [_audit_write(a, cs, complete) for a, cs in sorted(by_audit.items())]
+        writes = [op for op in ops if op is not None]
+        # A duplicate `_id` (None) means another writer created the audit's document.
+        return len(writes) == len(ops) and await write_all(self._snapshots, writes) == len(ops)
 
     async def claim_audits(
         self, audit_ids: Collection[str], holder: str, now: datetime, until: datetime
@@ -574,7 +604,7 @@ class ThemesStore:
         for key, version in published.items():
             audit_id = audit_of(key)
             theme = key[len(audit_id) + 1 :]
-            acknowledged.setdefault(audit_id, {})[f"published.{_published_field(theme)}"] = version
+            acknowledged.setdefault(audit_id, {})[f"published.{_theme_field(theme)}"] = version
         updates: list[tuple[str, dict[str, Any]]] = []
         for audit_id, versions in sorted(acknowledged.items()):
             update: dict[str, Any] = {"$set": {"lease": None}}
@@ -590,8 +620,10 @@ class ThemesStore:
     async def mark_propagated(self, sources: Sequence[StoredSnapshot]) -> None:
         """Records that other audits' `recurring_in` reflects these snapshots' pattern flips
         (as many as each had when read), in bulk writes."""
-        ops = [
-            UpdateOne({"_id": s.key}, {"$max": {"propagated_changes": s.pattern_changes}})
-            for s in sources
-        ]
+        marks: dict[str, dict[str, int]] = {}
+        for s in sources:
+            field = f"by_theme.{_theme_field(s.snapshot.content.theme)}.propagated_changes"
+            marks.setdefault(s.snapshot.content.audit_id, {})[field] = s.pattern_changes
+        # Not conditional, and `rev` does not move: no other write sets these fields.
+        ops = [UpdateOne({"_id": a}, {"$max": m}) for a, m in sorted(marks.items())]
         await write_all(self._snapshots, ops)

@@ -116,13 +116,19 @@ class Rig:
         return [ThemeSnapshotV1.model_validate_json(value) for _, value, _ in records]
 
     async def stored(self) -> dict[str, Document]:
-        """Every stored snapshot, with the version the broker acknowledged (which the store
-        keeps in the audit's document)."""
-        audits = {doc["_id"]: doc async for doc in self.db["themes_audits"].find({})}
-        stored = {doc["_id"]: doc async for doc in self.db["themes_snapshots"].find({})}
-        for doc in stored.values():
-            published = audits[doc["audit_id"]].get("published", {})
-            doc["published_version"] = published.get(doc["theme"], 0)
+        """Every stored snapshot as the store reads it, with the version the broker
+        acknowledged."""
+        store = ThemesStore(self.db)
+        stored: dict[str, Document] = {}
+        async for audit in self.db["themes_audits"].find({}, {"_id": 1}):
+            for s in (await store.snapshots(audit["_id"])).values():
+                stored[s.key] = {
+                    "content": s.snapshot.content.model_dump(mode="json"),
+                    "version": s.snapshot.version,
+                    "published_version": s.published_version,
+                    "pattern_changes": s.pattern_changes,
+                    "propagated_changes": s.propagated_changes,
+                }
         return stored
 
 
