@@ -17,7 +17,7 @@ from shared.settings import CommonSettings
 from tests.bench import phases, report
 from tests.bench.load import latency_load, throughput_load
 from tests.bench.pipeline import Pipeline, settings_values
-from tests.bench.procstat import machine, pid_from_file, sample
+from tests.bench.procstat import Sample, machine, pid_from_file, sample, sample_tree
 from tests.support.infra import REPO
 
 PHASES = ("baseline", "throughput", "latency")
@@ -85,6 +85,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+POSTGRESQL = "postgresql"
+
+
 @dataclass(frozen=True)
 class Servers:
     """The broker and store under test, and their processes where they run here."""
@@ -104,7 +107,17 @@ def servers() -> Servers:
             pid = pid_from_file(run_dir / f"{name}.pid")
             if pid is not None:
                 pids[name] = pid
+        # FerretDB's own PostgreSQL cluster (deploy/ferretdb/ferretdb.sh), whose postmaster's
+        # pid file starts with its pid.
+        pid = pid_from_file(run_dir.parent / "ferretdb-pg" / "data" / "postmaster.pid")
+        if pid is not None:
+            pids[POSTGRESQL] = pid
     return Servers(settings.kafka_bootstrap, settings.mongo_url, pids)
+
+
+def sample_server(name: str, pid: int) -> Sample | None:
+    """A server process now; PostgreSQL with its backends."""
+    return sample_tree(pid) if name == POSTGRESQL else sample(pid)
 
 
 async def pipeline_phase(
@@ -157,7 +170,7 @@ async def pipeline_phase(
     positions: dict[str, list[str]] | None = {} if name == "latency" else None
     run = await phases.open_run(pipeline, phases.reference_themes(reference), positions)
     result: dict[str, Any] = {"namespace": ns, "load": shape}
-    servers_before = {k: sample(pid) for k, pid in where.pids.items()}
+    servers_before = {k: sample_server(k, pid) for k, pid in where.pids.items()}
     try:
         await phases.warm_up(pipeline, warm, run.snapshots, 120)
         if name == "throughput":
@@ -167,7 +180,7 @@ async def pipeline_phase(
         else:
             assert positions is not None
             result |= await phases.latency(run, load, args.latency_rate, timeout_s, positions)
-        servers_after = {k: sample(pid) for k, pid in where.pids.items()}
+        servers_after = {k: sample_server(k, pid) for k, pid in where.pids.items()}
         result["servers_cpu_s"] = phases.Window.cpu(servers_after, servers_before)
         phases.console.print("  settling before the correctness check…")
         # A phase that ran out of time would only run out of time again here.

@@ -19,6 +19,17 @@ def cpu_seconds_of(stat: str, ticks_per_second: int = CLOCK_TICKS) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks_per_second
 
 
+def tree_cpu_seconds_of(
+    stat: str, children: list[str], ticks_per_second: int = CLOCK_TICKS
+) -> float:
+    """The CPU of a process and of its children, from its /proc/<pid>/stat and its live
+    children's: its own utime + stime, what its children that ended and it reaped spent
+    (cutime + cstime, fields 16 and 17), and each live child's utime + stime."""
+    fields = stat.rsplit(")", 1)[1].split()
+    own = sum(int(f) for f in fields[11:15]) / ticks_per_second
+    return own + sum(cpu_seconds_of(child, ticks_per_second) for child in children)
+
+
 def memory_kib_of(status: str) -> dict[str, int]:
     """VmRSS and VmHWM (peak resident set) from the text of /proc/<pid>/status, in KiB."""
     out: dict[str, int] = {}
@@ -47,6 +58,27 @@ def sample(pid: int) -> Sample | None:
         return None
     memory = memory_kib_of(status)
     return Sample(cpu_seconds_of(stat), memory.get("VmRSS", 0), memory.get("VmHWM", 0))
+
+
+def sample_tree(pid: int) -> Sample | None:
+    """`sample`, with the CPU of the process's children counted in (a PostgreSQL server's
+    backends, which come and go); memory is the parent's own."""
+    own = sample(pid)
+    if own is None:
+        return None
+    children = []
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if int(text.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(text)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return Sample(tree_cpu_seconds_of(stat, children), own.rss_kib, own.peak_rss_kib)
 
 
 def pid_from_file(path: Path) -> int | None:

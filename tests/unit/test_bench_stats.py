@@ -9,7 +9,7 @@ import random
 import pytest
 
 from tests.bench.load import arrival_order, with_poison
-from tests.bench.procstat import cpu_seconds_of, memory_kib_of
+from tests.bench.procstat import cpu_seconds_of, memory_kib_of, tree_cpu_seconds_of
 from tests.bench.stats import latency_summary, per_thousand, percentile, rate, reflected_at
 from tests.support.workload import generate
 
@@ -62,6 +62,15 @@ def test_proc_fields_survive_a_command_name_with_spaces_and_parentheses() -> Non
     assert cpu_seconds_of(stat, ticks_per_second=100) == pytest.approx(2.0)
     status = "Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n"
     assert memory_kib_of(status) == {"VmHWM": 204800, "VmRSS": 102400}
+
+
+def test_a_servers_cpu_counts_its_reaped_and_its_live_children() -> None:
+    # utime 100, stime 50, then the reaped children's cutime 300 and cstime 100.
+    parent = "17 (postgres) " + " ".join(["S", *["0"] * 10, "100", "50", "300", "100", *["0"] * 30])
+    child = "18 (postgres: ferretdb) " + " ".join(["S", "17", *["0"] * 9, "40", "10", "7", "7"])
+    assert tree_cpu_seconds_of(parent, [child, child], ticks_per_second=100) == pytest.approx(
+        5.5 + 2 * 0.5
+    )
 
 
 def test_a_marker_is_reflected_by_the_first_snapshot_counting_its_case() -> None:
