@@ -82,9 +82,9 @@ def sample_tree(pid: int) -> Sample | None:
 
 
 def pid_from_file(path: Path) -> int | None:
-    """The pid a server's pid file names, if that process is alive."""
+    """The pid a server's pid file names (on its first line), if that process is alive."""
     try:
-        pid = int(path.read_text().strip())
+        pid = int(path.read_text().split("\n", 1)[0].strip())
     except (OSError, ValueError):
         return None
     return pid if Path(f"/proc/{pid}").exists() else None
