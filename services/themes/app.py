@@ -59,7 +59,7 @@ def create_app(settings: ThemesSettings | None = None) -> Starlette:
         broker=broker,
         client=client,
         monitor=monitor,
-        prepare_store=store.ensure_indexes,
+        prepare_store=store.prepare,
     )
 
     return Starlette(

@@ -27,7 +27,10 @@ from services.themes.domain import (
     ThemeContent,
     audit_of,
 )
+from shared.log import get_logger
 from shared.mongo import Document, any_of, grouped, write_all
+
+log = get_logger()
 
 CAUSES_KEPT = 20
 
@@ -358,6 +361,60 @@ class ThemesStore:
         await self._snapshots.create_index([("themes", ASCENDING)])
         await self._snapshots.create_index([("patterns", ASCENDING)])
         await self._audits.create_index([("lease", ASCENDING)])
+
+    async def prepare(self) -> None:
+        """What a replica does before it consumes: the indexes, then any snapshots still in
+        the layout before this one brought into their audits' documents."""
+        await self.ensure_indexes()
+        await self.migrate_snapshots()
+
+    async def migrate_snapshots(self) -> int:
+        """Moves snapshots stored a document per audit and theme (the layout before this one:
+        `_id` `{audit_id}/{theme}`, with `audit_id` and `theme` fields) into their audits'
+        documents, versions, acknowledgements and pattern counters kept; returns how many it
+        moved. Idempotent, and safe beside replicas doing the same: an audit's document is
+        inserted whole, and its old documents deleted only once it exists. Every replica
+        must run this version: one of the old would go on writing the old layout."""
+        moved = 0
+        old = await self._snapshots.find({"theme": {"$exists": True}}).to_list()
+        by_audit: dict[str, list[Document]] = {}
+        for doc in old:
+            by_audit.setdefault(doc["audit_id"], []).append(doc)
+        for audit_id, docs in sorted(by_audit.items()):
+            by_theme = {
+                _theme_field(doc["theme"]): {
+                    "content": doc["content"],
+                    "version": doc["version"],
+                    "computed_at": doc["computed_at"],
+                    "caused_by": doc.get("caused_by", []),
+                    "pattern_changes": doc.get("pattern_changes", 0),
+                    "propagated_changes": doc.get("propagated_changes", 0),
+                }
+                for doc in docs
+            }
+            patterns = [d["theme"] for d in docs if d["content"].get("is_pattern")]
+            with contextlib.suppress(DuplicateKeyError):
+                # Another replica moved them first.
+                await self._snapshots.insert_one(
+                    {
+                        "_id": audit_id,
+                        "rev": max(doc.get("rev", 0) for doc in docs) + 1,
+                        "themes": sorted(doc["theme"] for doc in docs),
+                        "patterns": sorted(patterns),
+                        "by_theme": by_theme,
+                    }
+                )
+            await self._snapshots.delete_many(any_of("_id", [doc["_id"] for doc in docs]))
+            moved += len(docs)
+        # The old layout's indexes only slow writes down now.
+        held = {index["name"] async for index in await self._snapshots.list_indexes()}
+        for name in sorted(held & {"audit_id_1", "theme_1_is_pattern_1"}):
+            await self._snapshots.drop_index(name)
+        if moved:
+            log.info(
+                "snapshots moved to one document per audit", snapshots_moved=moved, audits=len(by_audit)
+            )
+        return moved
 
     # --- reviews -------------------------------------------------------------------------
 

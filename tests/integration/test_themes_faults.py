@@ -382,3 +382,62 @@ async def test_reviews_a_crashed_replica_stored_count_when_they_come_again(rig: 
 
 def _revision_ids(events: Iterable[ReviewAcceptedV1]) -> list[str]:
     return [f"{CurrentReview.of(e).key}#{e.revision}" for e in events]
+
+
+async def test_snapshots_in_the_previous_layout_are_moved_and_their_versions_go_on(
+    rig: Rig,
+) -> None:
+    first = [
+        event("aud-x", "csc", "C1", 1, DA),
+        event("aud-x", "police", "C2", 1, [*DA, ("neglect", None)]),
+        event("aud-y", "csc", "C1", 1, DA),
+        event("aud-y", "police", "C2", 1, DA),
+    ]
+    themes, _ = rig.replica()
+    await themes.process(rig.batch(first))
+    before = await rig.stored()
+    # The same snapshots as the previous layout held them: a document per audit and theme,
+    # read by an index on the audit.
+    snapshots = rig.db["themes_snapshots"]
+    docs = await snapshots.find({}).to_list()
+    await snapshots.delete_many({})
+    await snapshots.insert_many(
+        [
+            {
+                "_id": f"{doc['_id']}/{held['content']['theme']}",
+                "audit_id": doc["_id"],
+                "theme": held["content"]["theme"],
+                "is_pattern": held["content"]["is_pattern"],
+                "rev": 3,
+                **held,
+            }
+            for doc in docs
+            for held in doc["by_theme"].values()
+        ]
+    )
+    await snapshots.create_index("audit_id")
+
+    store = ThemesStore(rig.db)
+    with capture_logs() as logs:
+        await store.prepare()
+        await store.prepare()
+    assert await rig.stored() == before
+    assert sorted(d["_id"] for d in await snapshots.find({}, {"_id": 1}).to_list()) == [
+        "aud-x",
+        "aud-y",
+    ]
+    assert "audit_id_1" not in {index["name"] async for index in await snapshots.list_indexes()}
+    [moved] = [
+        line for line in logs if line["event"] == "snapshots moved to one document per audit"
+    ]
+    assert (moved["snapshots_moved"], moved["audits"]) == (len(before), 2)
+
+    # Versions go on from where they were, and recurrence still reaches the other audit.
+    later = event("aud-x", "school", "C3", 1, DA)
+    await themes.process(rig.batch([later]))
+    stored = await rig.stored()
+    assert contents(stored) == reference([*first, later])
+    key = "aud-x/domestic_abuse"
+    assert stored[key]["version"] == before[key]["version"] + 1
+    assert stored[key]["content"]["recurring_in"] == ["aud-y"]
+    assert_topic_matches_store(await rig.published(), stored)
