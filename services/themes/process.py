@@ -369,7 +369,7 @@ class Themes:
 
         The snapshots are read before the themes' pattern audits (so, as in `_recompute`,
         every write is conditional on a `rev` read before its inputs), and committed one write
-        per audit. When a commit lost to another writer, each snapshot is redone (and
+        per audit. When a commit lost to another writer, each audit is redone (and
         published) on its own; otherwise the publishing is left to the caller.
         """
         if not flipped:

@@ -1,9 +1,10 @@
 """Themes' durable state in MongoDB: current reviews, theme snapshots and audits.
 
-Every write that another writer could race is conditional: reviews on their revision,
-snapshots and audits on a `rev` counter read before their inputs were (optimistic
-concurrency), and the right to publish an audit's snapshots on a lease kept in the audit's
-document, with the versions the broker acknowledged (one write per audit, not per snapshot).
+Every write that another writer could race is conditional: reviews on their revision, an
+audit's snapshots (one document) and the audit itself each on a `rev` counter read before
+their inputs were (optimistic concurrency), and the right to publish an audit's snapshots on
+a lease kept in the audit's document, with the versions the broker acknowledged (one write
+per audit, not per snapshot).
 Only the feature subset both MongoDB and FerretDB 1.24 support is used.
 """
 
@@ -412,7 +413,9 @@ class ThemesStore:
             await self._snapshots.drop_index(name)
         if moved:
             log.info(
-                "snapshots moved to one document per audit", snapshots_moved=moved, audits=len(by_audit)
+                "snapshots moved to one document per audit",
+                snapshots_moved=moved,
+                audits=len(by_audit),
             )
         return moved
 
