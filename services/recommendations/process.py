@@ -277,15 +277,74 @@ class Recommendations:
     # --- publication ----------------------------------------------------------------------
 
     async def _publish_all(self, due: dict[str, int]) -> int:
-        # Every action's publication runs to its end before a failure is raised, so none is
-        # left running behind the batch's retry.
+        """Returns once, for each action of `due`, that version and every earlier one are
+        acknowledged by the broker; the number of messages published.
+
+        The actions' publication leases are taken with one command and given back with one
+        more, and their unpublished versions sent concurrently, each action's in order. An
+        action another replica holds goes through `_ensure_published` on its own, as does
+        the recording of each when the bulk one was not the whole story.
+        """
+        if not due:
+            return 0
+        token = uuid.uuid4().hex
+        held = await self._store.take_leases(due, token, utc_now(), self._lease_s)
+        sent: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        try:
+            # Every action's sends run to their end before a failure is raised, so none is
+            # left running behind the batch's retry.
+            failures = await asyncio.gather(
+                *(self._send_unpublished(held[a], sent, counts) for a in sorted(held)),
+                return_exceptions=True,
+            )
+        finally:
+            # Also on failure or cancellation, so nobody waits for the leases to run out.
+            await self._give_back(held, token, sent)
+        for failure in failures:
+            if isinstance(failure, BaseException):
+                raise failure
+        others = {a: v for a, v in due.items() if a not in held}
         results = await asyncio.gather(
-            *(self._ensure_published(a, v) for a, v in due.items()), return_exceptions=True
+            *(self._ensure_published(a, v) for a, v in others.items()), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return sum(r for r in results if isinstance(r, int))
+        return sum(counts.values()) + sum(r for r in results if isinstance(r, int))
+
+    async def _send_unpublished(
+        self, held: StoredAction, sent: dict[str, int], counts: dict[str, int]
+    ) -> None:
+        """Sends the action's versions the broker has not acknowledged, in order, recording in
+        `sent` the latest acknowledged and in `counts` how many were sent."""
+        action_id = held.action.action_id
+        for entry in held.unpublished():
+            message = entry.message
+            await self._publish(
+                self._actions_topic,
+                message.sub_group.encode(),
+                message.to_json(),
+                entry.correlation_id,
+            )
+            sent[action_id] = message.version
+            counts[action_id] = counts.get(action_id, 0) + 1
+
+    async def _give_back(
+        self, held: Mapping[str, StoredAction], token: str, sent: Mapping[str, int]
+    ) -> None:
+        """Records what the broker acknowledged and gives the leases back: in bulk for the
+        actions whose every version is now published and still the latest (`pending` then
+        empties), else each on its own."""
+        done = {
+            a: h.version for a, h in held.items() if sent.get(a, h.published_version) >= h.version
+        }
+        if len(done) == len(held) and await self._store.finish_publications(token, done):
+            return
+        for action_id in sorted(held):
+            if action_id in sent:
+                await self._store.mark_published(action_id, sent[action_id])
+            await self._store.release_lease(action_id, token)
 
     async def _ensure_published(self, action_id: str, version: int) -> int:
         """Returns once `version` and every earlier one are acknowledged by the broker.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -14,7 +14,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.recommendations.domain import OPEN, ThemeState
 from shared.contracts import ActionV1, Category, Descriptor
-from shared.mongo import Document, find_by_group, grouped, write_all
+from shared.mongo import Document, any_of, find_by_group, grouped, write_all
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MESSAGE_FIELDS = tuple(ActionV1.model_fields)
@@ -119,6 +119,25 @@ def _state(doc: Document) -> ThemeState:
         version=int(doc["version"]),
         correlation_id=doc.get("correlation_id"),
     )
+
+
+def _archive(action_id: str, entry: HistoryEntry) -> UpdateOne:
+    # An upsert that inserts only what is missing: archiving twice (a publisher that died
+    # after archiving) changes nothing.
+    return UpdateOne(
+        {"_id": f"{action_id}#{entry.message.version:010d}"},
+        {"$setOnInsert": {"action_id": action_id, **entry.to_doc()}},
+        upsert=True,
+    )
+
+
+def _finished(version: int) -> Document:
+    # Published up to `version`, the lease given back, and `pending` emptied (every entry in it
+    # was archived when the lease was taken).
+    return {
+        "$max": {"published_version": version},
+        "$set": {"unpublished": False, "lease_by": None, "lease_until": _EPOCH, "pending": []},
+    }
 
 
 class RecommendationsStore:
@@ -327,20 +346,39 @@ class RecommendationsStore:
         if doc is None:
             return None
         held = _stored(doc)
-        # Upserts that insert only what is missing: archiving twice (a publisher that died
-        # after archiving) changes nothing.
+        await write_all(self._history, [_archive(action_id, e) for e in held.history])
+        return held
+
+    async def take_leases(
+        self, action_ids: Collection[str], token: str, now: datetime, ttl_s: float
+    ) -> dict[str, StoredAction]:
+        """`take_lease` for many actions with one write and one read: those this caller may
+        publish now, by id, their unarchived entries archived together."""
+        if not action_ids:
+            return {}
+        await self._actions.update_many(
+            {**any_of("_id", action_ids), "lease_until": {"$lt": now}},
+            {"$set": {"lease_by": token, "lease_until": now + timedelta(seconds=ttl_s)}},
+        )
+        # The token is this call's own, so the documents holding it are exactly those taken.
+        cursor = self._actions.find({**any_of("_id", action_ids), "lease_by": token})
+        held = {doc["_id"]: _stored(doc) async for doc in cursor}
         await write_all(
             self._history,
-            [
-                UpdateOne(
-                    {"_id": f"{action_id}#{e.message.version:010d}"},
-                    {"$setOnInsert": {"action_id": action_id, **e.to_doc()}},
-                    upsert=True,
-                )
-                for e in held.history
-            ],
+            [_archive(action_id, e) for action_id, h in held.items() for e in h.history],
         )
         return held
+
+    async def finish_publications(self, token: str, versions: Mapping[str, int]) -> bool:
+        """`finish_publication` for many actions (`versions`: the latest version each had
+        when its lease was taken, every one of them now published), in bulk writes; False
+        when any was not finished (a newer version came, or the lease ran out): which, a bulk
+        write does not say, so the caller then records each on its own."""
+        ops = [
+            UpdateOne({"_id": a, "version": v, "lease_by": token}, _finished(v))
+            for a, v in sorted(versions.items())
+        ]
+        return await write_all(self._actions, ops) == len(ops)
 
     async def mark_published(self, action_id: str, version: int) -> None:
         """Records a broker acknowledgement; `unpublished` clears only if no newer version came."""
@@ -354,16 +392,7 @@ class RecommendationsStore:
         action's latest and the lease still this caller's; False (nothing written) if not.
         Every version is then published and, by `take_lease`, archived: `pending` empties."""
         result = await self._actions.update_one(
-            {"_id": action_id, "version": version, "lease_by": token},
-            {
-                "$max": {"published_version": version},
-                "$set": {
-                    "unpublished": False,
-                    "lease_by": None,
-                    "lease_until": _EPOCH,
-                    "pending": [],
-                },
-            },
+            {"_id": action_id, "version": version, "lease_by": token}, _finished(version)
         )
         return result.matched_count == 1
 
