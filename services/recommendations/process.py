@@ -281,9 +281,9 @@ class Recommendations:
         acknowledged by the broker; the number of messages published.
 
         The actions' publication leases are taken with one command and given back with one
-        more, and their unpublished versions sent concurrently, each action's in order. An
-        action another replica holds goes through `_ensure_published` on its own, as does
-        the recording of each when the bulk one was not the whole story.
+        more, and their unpublished versions sent concurrently, each action's in order (when
+        the bulk recording is not the whole story, each action's is recorded on its own). An
+        action another replica holds goes through `_ensure_published` on its own.
         """
         if not due:
             return 0
@@ -320,15 +320,15 @@ class Recommendations:
         `sent` the latest acknowledged and in `counts` how many were sent."""
         action_id = held.action.action_id
         for entry in held.unpublished():
-            message = entry.message
-            await self._publish(
-                self._actions_topic,
-                message.sub_group.encode(),
-                message.to_json(),
-                entry.correlation_id,
-            )
-            sent[action_id] = message.version
+            await self._send(entry)
+            sent[action_id] = entry.message.version
             counts[action_id] = counts.get(action_id, 0) + 1
+
+    async def _send(self, entry: HistoryEntry) -> None:
+        message = entry.message
+        await self._publish(
+            self._actions_topic, message.sub_group.encode(), message.to_json(), entry.correlation_id
+        )
 
     async def _give_back(
         self, held: Mapping[str, StoredAction], token: str, sent: Mapping[str, int]
@@ -365,12 +365,7 @@ class Recommendations:
                     entries = held.unpublished()
                     for entry in entries:
                         message = entry.message
-                        await self._publish(
-                            self._actions_topic,
-                            message.sub_group.encode(),
-                            message.to_json(),
-                            entry.correlation_id,
-                        )
+                        await self._send(entry)
                         # The last version usually leaves nothing behind it: recorded and
                         # the lease given back in one write.
                         released = entry is entries[-1] and await self._store.finish_publication(

@@ -42,8 +42,8 @@ class StoredSnapshot:
 
     `rev` is that of the audit's snapshots document as read (the optimistic-concurrency token:
     it moves with every committed write to any of the audit's snapshots); `version` only with
-    the snapshot's content. `published_version` is the highest version the broker acknowledged (kept
-    in the audit's document).
+    the snapshot's content. `published_version` is the highest version the broker
+    acknowledged (kept in the audit's document).
     `pattern_changes` counts flips of `is_pattern`; `propagated_changes` how many of them
     other audits' `recurring_in` has been brought up to date with.
     """
@@ -375,7 +375,14 @@ class ThemesStore:
         documents, versions, acknowledgements and pattern counters kept; returns how many it
         moved. Idempotent, and safe beside replicas doing the same: an audit's document is
         inserted whole, and its old documents deleted only once it exists. Every replica
-        must run this version: one of the old would go on writing the old layout."""
+        must run this version: one of the old would go on writing the old layout.
+
+        Only a store that has the old layout's indexes is searched (that search reads the
+        whole collection on FerretDB); they are dropped once the documents are moved."""
+        held = {index["name"] async for index in await self._snapshots.list_indexes()}
+        old_indexes = sorted(held & {"audit_id_1", "theme_1_is_pattern_1"})
+        if not old_indexes:
+            return 0
         moved = 0
         old = await self._snapshots.find({"theme": {"$exists": True}}).to_list()
         by_audit: dict[str, list[Document]] = {}
@@ -407,9 +414,7 @@ class ThemesStore:
                 )
             await self._snapshots.delete_many(any_of("_id", [doc["_id"] for doc in docs]))
             moved += len(docs)
-        # The old layout's indexes only slow writes down now.
-        held = {index["name"] async for index in await self._snapshots.list_indexes()}
-        for name in sorted(held & {"audit_id_1", "theme_1_is_pattern_1"}):
+        for name in old_indexes:
             await self._snapshots.drop_index(name)
         if moved:
             log.info(
