@@ -208,6 +208,11 @@ def audit_of(key: str) -> str:
     return key.partition("/")[0]
 
 
+def theme_of(key: str) -> str:
+    """The theme of a snapshot key (what follows the audit's "/")."""
+    return key.partition("/")[2]
+
+
 def descriptor(cases_with_theme: int, cases_total: int) -> Descriptor:
     """The audit's wording for a prevalence; integer arithmetic so boundaries are exact."""
     if cases_total <= 0 or cases_with_theme <= 0:

@@ -27,6 +27,7 @@ from services.themes.domain import (
     Snapshot,
     ThemeContent,
     audit_of,
+    theme_of,
 )
 from shared.log import get_logger
 from shared.mongo import Document, any_of, grouped, write_all
@@ -563,8 +564,7 @@ class ThemesStore:
         """These snapshots by `{audit_id}/{theme}`; absent keys are left out."""
         wanted: dict[str, set[str]] = {}
         for key in keys:
-            audit_id = audit_of(key)
-            wanted.setdefault(audit_id, set()).add(key[len(audit_id) + 1 :])
+            wanted.setdefault(audit_of(key), set()).add(theme_of(key))
         found = await self._read_snapshots(wanted)
         return {s.key: s for s in found}
 
@@ -667,9 +667,8 @@ class ThemesStore:
         lease may have run out and been taken over (nothing was recorded for those)."""
         acknowledged: dict[str, dict[str, int]] = {a: {} for a in audit_ids}
         for key, version in published.items():
-            audit_id = audit_of(key)
-            theme = key[len(audit_id) + 1 :]
-            acknowledged.setdefault(audit_id, {})[f"published.{_theme_field(theme)}"] = version
+            field = f"published.{_theme_field(theme_of(key))}"
+            acknowledged.setdefault(audit_of(key), {})[field] = version
         updates: list[tuple[str, dict[str, Any]]] = []
         for audit_id, versions in sorted(acknowledged.items()):
             update: dict[str, Any] = {"$set": {"lease": None}}
