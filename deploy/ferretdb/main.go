@@ -162,6 +162,22 @@ func run(listenAddr, handler, sqliteDir, postgresqlURL, logLevel string, seriali
 			defer stop() // if the front end stops accepting, shut everything down
 			s.serve(ctx, front)
 		}()
+
+		// SIGUSR1 logs how long FerretDB took per command and collection since the last one.
+		times := make(chan os.Signal, 1)
+		signal.Notify(times, syscall.SIGUSR1)
+
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					signal.Stop(times)
+					return
+				case <-times:
+					s.logTimes()
+				}
+			}
+		}()
 	}
 
 	logger.Info("FerretDB started", append([]any{"version", ferretVersion()},

@@ -36,7 +36,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sort"
 	"sync"
+	"time"
 )
 
 const (
@@ -58,6 +60,18 @@ type serializer struct {
 	collMu        sync.Mutex
 	collLocks     map[string]*sync.Mutex
 	writeSlots    chan struct{}
+
+	// times: how long FerretDB took to answer each command, by command and collection, since
+	// they were last logged (logTimes, on SIGUSR1). With one command at a time (-serialize,
+	// reads too) that is each command's own share of the store's time.
+	timesMu sync.Mutex
+	times   map[string]*commandTime
+}
+
+// commandTime is what commands of one name on one collection took.
+type commandTime struct {
+	count int
+	total time.Duration
 }
 
 // concurrentWrites bounds the writes to different collections that run at once.
@@ -197,11 +211,57 @@ func (s *serializer) roundTrip(req []byte, backend net.Conn, br *bufio.Reader) (
 		defer s.mu.Unlock()
 	}
 
+	started := time.Now()
+
 	if _, err := backend.Write(req); err != nil {
 		return nil, err
 	}
 
-	return readMessage(br)
+	reply, err := readMessage(br)
+	s.record(name, collection, time.Since(started))
+
+	return reply, err
+}
+
+// record adds one command's time to what its name and collection took.
+func (s *serializer) record(name, collection string, took time.Duration) {
+	key := name + " " + collection
+
+	s.timesMu.Lock()
+	defer s.timesMu.Unlock()
+
+	if s.times == nil {
+		s.times = make(map[string]*commandTime)
+	}
+
+	t := s.times[key]
+	if t == nil {
+		t = new(commandTime)
+		s.times[key] = t
+	}
+
+	t.count++
+	t.total += took
+}
+
+// logTimes logs what each command and collection took since the last call, longest first, and
+// starts counting afresh.
+func (s *serializer) logTimes() {
+	s.timesMu.Lock()
+	times := s.times
+	s.times = nil
+	s.timesMu.Unlock()
+
+	keys := make([]string, 0, len(times))
+	for k := range times {
+		keys = append(keys, k)
+	}
+
+	sort.Slice(keys, func(i, j int) bool { return times[keys[i]].total > times[keys[j]].total })
+
+	for _, k := range keys {
+		s.l.Info("command time", "command", k, "count", times[k].count, "ms", times[k].total.Milliseconds())
+	}
 }
 
 // readMessage reads one whole wire-protocol message (16-byte header, then the rest).
