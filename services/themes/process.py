@@ -318,7 +318,8 @@ class Themes:
         if not await self._store.commit_snapshots(commits, complete=True):
             return None
         changed = summary != record.summary or any(r is not None for r in revisions.values())
-        if not await self._store.commit_audit(record, summary, now, changed):
+        listed = [theme for theme, content in contents.items() if content.is_pattern]
+        if not await self._store.commit_audit(record, summary, now, changed, listed):
             return None
         # `commit_audit` moved the audit's `rev` by one from the one read.
         self._memo.keep(audit_id, record.rev + 1, file)

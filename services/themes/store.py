@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -30,7 +31,7 @@ from services.themes.domain import (
     theme_of,
 )
 from shared.log import get_logger
-from shared.mongo import Document, any_of, grouped, write_all
+from shared.mongo import Document, any_of, chunked, grouped, write_all
 
 log = get_logger()
 
@@ -98,6 +99,7 @@ def _stored_snapshots(
 ) -> list[StoredSnapshot]:
     """The snapshots an audit's document holds (those of the themes in `wanted`, or all)."""
     versions = published.get(doc["_id"], {})
+    causes: dict[str, list[str]] = doc.get("causes", {})
     found = []
     for field, held in doc.get("by_theme", {}).items():
         content = ThemeContent.model_validate(held["content"])
@@ -112,7 +114,10 @@ def _stored_snapshots(
                 published_version=versions.get(field, 0),
                 pattern_changes=held.get("pattern_changes", 0),
                 propagated_changes=held.get("propagated_changes", 0),
-                caused_by=tuple(held.get("caused_by", ())),
+                # A snapshot written before causes were kept once per document has its own.
+                caused_by=tuple(
+                    held["caused_by"] if "caused_by" in held else causes[held["cause"]]
+                ),
             )
         )
     return found
@@ -123,12 +128,22 @@ SnapshotCommit = tuple[StoredSnapshot | None, Snapshot | None, ThemeContent, Seq
 new version if the content changed, the content and the events behind it."""
 
 
+def _kept(causes: Sequence[str]) -> list[str]:
+    return list(causes[:CAUSES_KEPT])
+
+
+def _cause_key(causes: Sequence[str]) -> str:
+    """The key of a list of causes (as kept) in its audit's document, made from the list
+    itself, so the snapshots one commit revises, which share their causes, share one entry."""
+    return hashlib.blake2b("\n".join(causes).encode(), digest_size=8).hexdigest()
+
+
 def _theme_doc(revised: Snapshot, content: ThemeContent, causes: Sequence[str]) -> Document:
     return {
         "content": content.model_dump(mode="json"),
         "version": revised.version,
         "computed_at": revised.computed_at,
-        "caused_by": list(causes[:CAUSES_KEPT]),
+        "cause": _cause_key(_kept(causes)),
         "pattern_changes": 1 if content.is_pattern else 0,
         "propagated_changes": 0,
     }
@@ -151,53 +166,83 @@ def _audit_write(
     were read at (None: they were read at different ones, so they cannot all win).
 
     `complete`: the commits are every snapshot of the audit (a recompute), so the document's
-    lists of themes and of patterns are set from them. Otherwise (a refresh of `recurring_in`)
-    neither a new theme nor a change of `is_pattern` may be among them.
+    list of themes is set from them, and its `causes` is rewritten to hold exactly the lists
+    its snapshots name. Otherwise (a refresh of `recurring_in`) neither a new theme nor a
+    change of `is_pattern` may be among them, and the lists it names are added to `causes`.
+    A snapshot names the events behind its version by a key into the document's `causes`,
+    which the snapshots a commit revises share: one list instead of one per theme.
     """
     rev = _read_rev(commits)
     if rev is None:
         return None
+    causes: dict[str, list[str]] = {}
     if rev == 0:
         assert complete, "only a recompute creates snapshots"
         by_theme: Document = {}
-        for _, revised, content, causes in commits:
+        for _, revised, content, why in commits:
             assert revised is not None, "a first snapshot is always a new version"
-            by_theme[_theme_field(content.theme)] = _theme_doc(revised, content, causes)
-        return InsertOne({"_id": audit_id, "rev": 1, **_theme_lists(commits), "by_theme": by_theme})
+            by_theme[_theme_field(content.theme)] = _theme_doc(revised, content, why)
+            causes[_cause_key(_kept(why))] = _kept(why)
+        return InsertOne(
+            {
+                "_id": audit_id,
+                "rev": 1,
+                **_theme_lists(commits),
+                "causes": causes,
+                "by_theme": by_theme,
+            }
+        )
     sets: Document = _theme_lists(commits) if complete else {}
     incs: dict[str, int] = {"rev": 1}
-    for held, revised, content, causes in commits:
+    # What documents written before this layout held: the list of patterns (now in the
+    # audits' documents) and each theme's own list of causes.
+    unsets: Document = {"patterns": ""} if complete else {}
+    for held, revised, content, why in commits:
         field = f"by_theme.{_theme_field(content.theme)}"
         if held is None:
             assert complete, "only a recompute creates snapshots"
             assert revised is not None, "a first snapshot is always a new version"
-            sets[field] = _theme_doc(revised, content, causes)
+            sets[field] = _theme_doc(revised, content, why)
+            causes[_cause_key(_kept(why))] = _kept(why)
             continue
+        kept = _kept(why) if revised is not None else list(held.caused_by)
+        if revised is not None or complete:
+            sets[f"{field}.cause"] = _cause_key(kept)
+            unsets[f"{field}.caused_by"] = ""
+            causes[_cause_key(kept)] = kept
         if revised is None:
             continue
         sets |= {
             f"{field}.content": content.model_dump(mode="json"),
             f"{field}.version": revised.version,
             f"{field}.computed_at": revised.computed_at,
-            f"{field}.caused_by": list(causes[:CAUSES_KEPT]),
         }
         if content.is_pattern != held.snapshot.content.is_pattern:
             assert complete, "only a recompute flips a pattern"
             incs[f"{field}.pattern_changes"] = 1
-    update: Document = {"$inc": incs}
-    if sets:
-        update["$set"] = sets
+    if complete:
+        sets["causes"] = causes
+    else:
+        sets |= {f"causes.{key}": kept for key, kept in causes.items()}
+    update: Document = {"$inc": incs, "$set": sets}
+    if unsets:
+        update["$unset"] = unsets
     return UpdateOne({"_id": audit_id, "rev": rev}, update)
 
 
 def _theme_lists(commits: Sequence[SnapshotCommit]) -> Document:
-    # The lists the theme-wise reads find an audit's document by (indexed; an array field
+    # The list the theme-wise reads find an audit's document by (indexed; an array field
     # matches an element).
-    contents = [content for _, _, content, _ in commits]
-    return {
-        "themes": sorted(c.theme for c in contents),
-        "patterns": sorted(c.theme for c in contents if c.is_pattern),
-    }
+    return {"themes": sorted(content.theme for _, _, content, _ in commits)}
+
+
+def _patterns(doc: Document) -> list[str]:
+    """The themes that are patterns in an audit's snapshots document."""
+    return sorted(
+        held["content"]["theme"]
+        for held in doc.get("by_theme", {}).values()
+        if held["content"].get("is_pattern")
+    )
 
 
 def committed_states(commits: Sequence[SnapshotCommit]) -> list[StoredSnapshot]:
@@ -347,9 +392,10 @@ class ThemesStore:
     token, `_id` `{key}#{revision}`; the highest is the current review, and the ones below
     it are deleted once it is stored), `themes_snapshots` (one per audit, `_id` the audit:
     its snapshots by theme, under one `rev`, so that a recompute of the audit, or a batch's
-    refreshes of it, is one write) and `themes_audits` (one per audit: codes seen, cohort
-    summary, the lease on publishing its snapshots and the version of each the broker
-    acknowledged)."""
+    refreshes of it, is one write; and the lists of events behind their versions, each kept
+    once however many snapshots name it) and `themes_audits` (one per audit: codes seen,
+    cohort summary, the themes that are patterns in it, the lease on publishing its
+    snapshots and the version of each the broker acknowledged)."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._reviews = db["themes_reviews"]
@@ -357,18 +403,46 @@ class ThemesStore:
         self._audits = db["themes_audits"]
 
     async def ensure_indexes(self) -> None:
-        """Reviews are read by audit; snapshots by audit (`_id`) and by theme and pattern; the
-        audits a publisher holds by its lease."""
+        """Reviews are read by audit; snapshots by audit (`_id`) and by theme; audits by the
+        themes that are patterns in them, and the ones a publisher holds by its lease."""
         await self._reviews.create_index([("audit_id", ASCENDING)])
         await self._snapshots.create_index([("themes", ASCENDING)])
-        await self._snapshots.create_index([("patterns", ASCENDING)])
+        await self._audits.create_index([("patterns", ASCENDING)])
         await self._audits.create_index([("lease", ASCENDING)])
 
     async def prepare(self) -> None:
         """What a replica does before it consumes: the indexes, then any snapshots still in
-        the layout before this one brought into their audits' documents."""
+        the layout before this one brought into their audits' documents, and audits
+        committed before their documents listed their patterns given the list."""
         await self.ensure_indexes()
         await self.migrate_snapshots()
+        await self.list_patterns()
+
+    async def list_patterns(self) -> int:
+        """Gives every audit committed before audits' documents listed the themes that are
+        patterns in it (they were read from its snapshots' document, whose every read decodes
+        every snapshot of the audit on FerretDB) that list, taken from its snapshots; returns
+        how many audits it gave one. Idempotent, and safe beside replicas committing: only an
+        audit that has no list yet is given one, and a commit always writes its own. Then
+        drops the snapshots' index on the list they no longer keep."""
+        missing = await self._audits.find(
+            {"rev": {"$gte": 1}, "patterns": {"$exists": False}}, {"_id": 1}
+        ).to_list()
+        listed = 0
+        for audit_ids in chunked([doc["_id"] for doc in missing]):
+            docs = await self._snapshots.find(any_of("_id", audit_ids)).to_list()
+            for doc in docs:
+                result = await self._audits.update_one(
+                    {"_id": doc["_id"], "patterns": {"$exists": False}},
+                    {"$set": {"patterns": _patterns(doc)}},
+                )
+                listed += result.modified_count
+        held = {index["name"] async for index in await self._snapshots.list_indexes()}
+        if "patterns_1" in held:
+            await self._snapshots.drop_index("patterns_1")
+        if listed:
+            log.info("patterns listed in audits", audits=listed)
+        return listed
 
     async def migrate_snapshots(self) -> int:
         """Moves snapshots stored a document per audit and theme (the layout before this one:
@@ -401,7 +475,6 @@ class ThemesStore:
                 }
                 for doc in docs
             }
-            patterns = [d["theme"] for d in docs if d["content"].get("is_pattern")]
             with contextlib.suppress(DuplicateKeyError):
                 # Another replica moved them first.
                 await self._snapshots.insert_one(
@@ -409,7 +482,6 @@ class ThemesStore:
                         "_id": audit_id,
                         "rev": max(doc.get("rev", 0) for doc in docs) + 1,
                         "themes": sorted(doc["theme"] for doc in docs),
-                        "patterns": sorted(patterns),
                         "by_theme": by_theme,
                     }
                 )
@@ -525,11 +597,21 @@ class ThemesStore:
         return [_audit_record(doc) async for doc in cursor]
 
     async def commit_audit(
-        self, record: AuditRecord, summary: AuditSummary, now: datetime, changed: bool
+        self,
+        record: AuditRecord,
+        summary: AuditSummary,
+        now: datetime,
+        changed: bool,
+        patterns: Collection[str],
     ) -> bool:
-        """Writes the summary if nobody committed the audit since `record` was read."""
+        """Writes the summary, and the themes that are patterns in the snapshots the same
+        recompute committed just before (what `pattern_audits` reads), if nobody committed
+        the audit since `record` was read."""
         update: dict[str, Any] = {
-            "$set": summary.model_dump(mode="json", exclude={"audit_id"}),
+            "$set": {
+                **summary.model_dump(mode="json", exclude={"audit_id"}),
+                "patterns": sorted(patterns),
+            },
             "$inc": {"rev": 1},
         }
         if changed:
@@ -550,7 +632,7 @@ class ThemesStore:
 
     async def pattern_counts(self) -> dict[str, int]:
         """Patterns per audit (audits with none left out)."""
-        cursor = self._snapshots.find({"patterns.0": {"$exists": True}}, {"patterns": 1})
+        cursor = self._audits.find({"patterns.0": {"$exists": True}}, {"patterns": 1})
         return {doc["_id"]: len(doc["patterns"]) async for doc in cursor}
 
     # --- snapshots -----------------------------------------------------------------------
@@ -591,12 +673,20 @@ class ThemesStore:
         return {doc["_id"]: dict(doc.get("published", {})) async for doc in cursor}
 
     async def pattern_audits(self, themes: Iterable[str]) -> dict[str, set[str]]:
-        """For each theme, the audits where it is a pattern now."""
+        """For each theme, the audits where it is a pattern as of their latest recompute.
+
+        Read from the audits' documents, not from their snapshots' (which are larger by far,
+        and each read in full on FerretDB). An audit's list is written by `commit_audit`
+        after its snapshots, so it may lag them; but the flips it lags by are not carried
+        into other audits yet either: that happens only after both commits, and a recompute
+        redone (a lost `commit_audit`, a redelivery after a crash) writes the list again
+        before the flips it carries.
+        """
         found: dict[str, set[str]] = {}
         wanted = set(themes)
         if not wanted:
             return found
-        cursor = self._snapshots.find(any_of("patterns", wanted), {"patterns": 1})
+        cursor = self._audits.find(any_of("patterns", wanted), {"patterns": 1})
         async for doc in cursor:
             for theme in wanted.intersection(doc["patterns"]):
                 found.setdefault(theme, set()).add(doc["_id"])

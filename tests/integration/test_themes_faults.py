@@ -409,7 +409,8 @@ async def test_snapshots_in_the_previous_layout_are_moved_and_their_versions_go_
                 "theme": held["content"]["theme"],
                 "is_pattern": held["content"]["is_pattern"],
                 "rev": 3,
-                **held,
+                **{name: value for name, value in held.items() if name != "cause"},
+                "caused_by": doc["causes"][held["cause"]],
             }
             for doc in docs
             for held in doc["by_theme"].values()
@@ -440,4 +441,61 @@ async def test_snapshots_in_the_previous_layout_are_moved_and_their_versions_go_
     key = "aud-x/domestic_abuse"
     assert stored[key]["version"] == before[key]["version"] + 1
     assert stored[key]["content"]["recurring_in"] == ["aud-y"]
+    assert_topic_matches_store(await rig.published(), stored)
+    # The recompute gave each snapshot a key into the document's lists of causes, and kept
+    # exactly the lists named.
+    doc = await snapshots.find_one({"_id": "aud-x"})
+    assert doc is not None
+    assert not any("caused_by" in held for held in doc["by_theme"].values())
+    assert set(doc["causes"]) == {held["cause"] for held in doc["by_theme"].values()}
+    assert [later.event_id] in doc["causes"].values()
+    # Every snapshot of the audit changes with its next case, so one list is left.
+    latest = event("aud-x", "police", "C4", 1, DA)
+    await themes.process(rig.batch([latest]))
+    doc = await snapshots.find_one({"_id": "aud-x"})
+    assert doc is not None
+    assert list(doc["causes"].values()) == [[latest.event_id]]
+
+
+async def test_audits_committed_before_they_listed_their_patterns_are_given_the_list(
+    rig: Rig,
+) -> None:
+    first = [
+        event("aud-x", "csc", "C1", 1, DA),
+        event("aud-x", "police", "C2", 1, DA),
+        event("aud-y", "csc", "C1", 1, DA),
+        event("aud-y", "police", "C2", 1, DA),
+    ]
+    themes, _ = rig.replica()
+    await themes.process(rig.batch(first))
+    # As the previous release left them: the list in the snapshots' documents, indexed there,
+    # and none in the audits' documents.
+    snapshots = rig.db["themes_snapshots"]
+    async for doc in snapshots.find({}):
+        patterns = sorted(
+            held["content"]["theme"]
+            for held in doc["by_theme"].values()
+            if held["content"]["is_pattern"]
+        )
+        await snapshots.update_one({"_id": doc["_id"]}, {"$set": {"patterns": patterns}})
+    await snapshots.create_index("patterns")
+    await rig.db["themes_audits"].update_many({}, {"$unset": {"patterns": ""}})
+
+    store = ThemesStore(rig.db)
+    with capture_logs() as logs:
+        await store.prepare()
+        await store.prepare()
+    assert await store.pattern_audits(["domestic_abuse"]) == {"domestic_abuse": {"aud-x", "aud-y"}}
+    assert await store.pattern_counts() == {"aud-x": 1, "aud-y": 1}
+    assert "patterns_1" not in {index["name"] async for index in await snapshots.list_indexes()}
+    [listed] = [line for line in logs if line["event"] == "patterns listed in audits"]
+    assert listed["audits"] == 2
+
+    # A new audit where the theme is a pattern too recurs in both, and they in it.
+    later = [event("aud-z", "csc", "C1", 1, DA), event("aud-z", "police", "C2", 1, DA)]
+    await themes.process(rig.batch(later))
+    stored = await rig.stored()
+    assert contents(stored) == reference([*first, *later])
+    assert stored["aud-z/domestic_abuse"]["content"]["recurring_in"] == ["aud-x", "aud-y"]
+    assert "patterns" not in (await snapshots.find_one({"_id": "aud-z"}) or {})
     assert_topic_matches_store(await rig.published(), stored)
