@@ -73,7 +73,7 @@ def create_app(
         broker=broker,
         client=client,
         monitor=monitor,
-        prepare_store=store.ensure_indexes,
+        prepare_store=store.prepare,
         background=[lambda: run_upkeep(use_case, settings.escalation_interval_s, monitor)],
     )
 

@@ -8,15 +8,21 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, InsertOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from services.recommendations.domain import OPEN, ThemeState
 from shared.contracts import ActionV1, Category, Descriptor
-from shared.mongo import Document, any_of, find_by_group, grouped, write_all
+from shared.log import get_logger
+from shared.mongo import Document, any_of, write_all
+
+log = get_logger()
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A lost write means another replica applied a snapshot of the same audit meanwhile; each
+# attempt reads again, so a handful always suffices unless something is badly wrong.
+_MAX_STATE_ATTEMPTS = 20
 _MESSAGE_FIELDS = tuple(ActionV1.model_fields)
 
 
@@ -84,10 +90,6 @@ def _stored(doc: Document) -> StoredAction:
     )
 
 
-def _key(state: ThemeState) -> str:
-    return f"{state.audit_id}/{state.theme}"
-
-
 def _state_fields(state: ThemeState, now: datetime) -> Document:
     return {
         "audit_id": state.audit_id,
@@ -103,6 +105,48 @@ def _state_fields(state: ThemeState, now: datetime) -> Document:
         "correlation_id": state.correlation_id,
         "applied_at": now,
     }
+
+
+def _theme_field(theme: str) -> str:
+    # The theme as a field name in its audit's document: a code may hold "." (a slug), which
+    # an update would read as a path; ":" never occurs in one.
+    return theme.replace(".", ":")
+
+
+@dataclass(frozen=True)
+class _StatesWrite:
+    """One write of an audit's theme states: `body` inserted as its document (`rev` None: it
+    held none), or applied as an update where the document is still at `rev`."""
+
+    audit_id: str
+    rev: int | None
+    body: Document
+
+    def op(self) -> InsertOne[Document] | UpdateOne:
+        if self.rev is None:
+            return InsertOne(self.body)
+        return UpdateOne({"_id": self.audit_id, "rev": self.rev}, self.body)
+
+
+def _states_write(
+    audit_id: str, doc: Document | None, states: Sequence[ThemeState], now: datetime
+) -> tuple[_StatesWrite | None, list[bool]]:
+    """The write that keeps, of these snapshots of one audit (one per theme), those newer than
+    `doc` (the audit's document as read; None: not held yet) holds, and which they are; no
+    write when none is."""
+    held = (doc or {}).get("themes", {})
+    kept = [s.version > held.get(_theme_field(s.theme), {}).get("version", 0) for s in states]
+    newer = {
+        _theme_field(s.theme): _state_fields(s, now)
+        for s, keep in zip(states, kept, strict=True)
+        if keep
+    }
+    if not newer:
+        return None, kept
+    if doc is None:
+        return _StatesWrite(audit_id, None, {"_id": audit_id, "rev": 1, "themes": newer}), kept
+    sets = {f"themes.{field}": fields for field, fields in newer.items()}
+    return _StatesWrite(audit_id, doc["rev"], {"$set": sets, "$inc": {"rev": 1}}), kept
 
 
 def _state(doc: Document) -> ThemeState:
@@ -141,10 +185,12 @@ def _finished(version: int) -> Document:
 
 
 class RecommendationsStore:
-    """Two collections.
+    """Three collections.
 
-    `recommendation_themes`: one document per (audit, theme), `_id` `{audit_id}/{theme}`, the
-    latest applied snapshot's fields; replaced only by a higher version.
+    `recommendation_states`: one document per audit, `_id` the audit, holding under `themes`
+    the latest applied snapshot's fields of each theme (each replaced only by a higher
+    version), and a `rev` every write is conditional on, so that a batch's snapshots of an
+    audit are one write however many themes they touch.
     `actions`: one document per action, `_id` the action id, the current message's fields at
     the top (queried and conditioned on), `pending` (the history entries of the versions not
     yet known to be in `action_history`: every unpublished one), `published_version` (the
@@ -159,91 +205,118 @@ class RecommendationsStore:
     """
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._db = db
+        self._states = db["recommendation_states"]
+        # The previous layout of the theme states, a document per audit and theme; read only
+        # to move them (`migrate_states`).
         self._themes = db["recommendation_themes"]
         self._actions = db["actions"]
         self._history = db["action_history"]
 
     async def ensure_indexes(self) -> None:
         """The audit lookups, the leads' listings, the overdue scan and the publication sweep."""
-        await self._themes.create_index([("audit_id", ASCENDING)])
         await self._actions.create_index([("audit_id", ASCENDING), ("sub_group", ASCENDING)])
         await self._actions.create_index([("sub_group", ASCENDING), ("status", ASCENDING)])
         await self._actions.create_index([("status", ASCENDING), ("due_by", ASCENDING)])
         await self._actions.create_index([("unpublished", ASCENDING)])
         await self._history.create_index([("action_id", ASCENDING)])
 
+    async def prepare(self) -> None:
+        """What a replica does before it consumes: the indexes, then any theme states still
+        in the layout before this one brought into their audits' documents."""
+        await self.ensure_indexes()
+        await self.migrate_states()
+
+    async def migrate_states(self) -> int:
+        """Moves theme states stored a document per audit and theme (`recommendation_themes`,
+        the layout before this one) into their audits' documents, a higher version already
+        there winning; returns how many it moved. Idempotent, and safe beside replicas doing
+        the same or applying snapshots: an audit's are applied as a batch's snapshots are,
+        and deleted only after. Every replica must run this version: one of the old would go
+        on writing the old layout."""
+        if self._themes.name not in await self._db.list_collection_names():
+            return 0
+        by_audit: dict[str, list[Document]] = {}
+        async for doc in self._themes.find({}):
+            by_audit.setdefault(doc["audit_id"], []).append(doc)
+        for audit_id, docs in sorted(by_audit.items()):
+            applied_at = max(doc["applied_at"] for doc in docs)
+            await self._apply_audit([_state(doc) for doc in docs], applied_at)
+            await self._themes.delete_many({"audit_id": audit_id})
+        await self._themes.drop()
+        moved = sum(len(docs) for docs in by_audit.values())
+        if moved:
+            log.info(
+                "theme states moved to one document per audit",
+                states_moved=moved,
+                audits=len(by_audit),
+            )
+        return moved
+
     async def apply_many(self, states: Sequence[ThemeState], now: datetime) -> list[bool]:
-        """`apply` for a batch's snapshots (one per key): which versions are held is read once,
-        the themes seen for the first time are inserted together, and only the rest need a
-        conditional write each (on FerretDB an insert costs the same at any size, where a
-        filtered update reads the whole collection). A stale snapshot is not written at all:
-        versions only rise, so what was read stale stays stale."""
+        """Keeps each of these snapshots (at most one per theme) that is newer than the one
+        held; returns which were kept. The audits' documents are read in one query and
+        written in one command, one write per audit, each conditional on the audit's `rev` as
+        read (an insert for an audit not held yet); an audit whose write lost to another
+        writer goes again on its own. A stale snapshot is not written: versions only rise, so
+        what was read stale stays stale."""
         if not states:
             return []
-        groups = grouped((s.audit_id, _key(s)) for s in states)
-        found = await find_by_group(self._themes, "audit_id", groups, {"version": 1})
-        held = {doc["_id"]: int(doc["version"]) for doc in found}
-        fresh = [s for s in states if _key(s) not in held]
-        inserted = False
-        if fresh:
+        by_audit: dict[str, list[int]] = {}
+        for index, state in enumerate(states):
+            by_audit.setdefault(state.audit_id, []).append(index)
+        cursor = self._states.find(any_of("_id", by_audit))
+        held = {doc["_id"]: doc async for doc in cursor}
+        out = [False] * len(states)
+        writes: dict[str, _StatesWrite] = {}
+        for audit_id, indices in by_audit.items():
+            write, kept = _states_write(
+                audit_id, held.get(audit_id), [states[i] for i in indices], now
+            )
+            if write is not None:
+                writes[audit_id] = write
+                for index, newer in zip(indices, kept, strict=True):
+                    out[index] = newer
+        ops = [write.op() for write in writes.values()]
+        if writes and await write_all(self._states, ops) != len(writes):
+            # One lost to another writer (a bulk write does not say which): each audit goes
+            # again on its own. A write the bulk one applied then finds its snapshots held,
+            # which only the tally and a debug line see: every audit of the batch is
+            # reconciled from the stored snapshots either way.
+            redone = await asyncio.gather(
+                *(self._apply_audit([states[i] for i in by_audit[a]], now) for a in writes)
+            )
+            for audit_id, kept in zip(writes, redone, strict=True):
+                for index, newer in zip(by_audit[audit_id], kept, strict=True):
+                    out[index] = newer
+        return out
+
+    async def _apply_audit(self, states: Sequence[ThemeState], now: datetime) -> list[bool]:
+        """`apply_many` for one audit's snapshots, reading again after every lost write."""
+        audit_id = states[0].audit_id
+        for _ in range(_MAX_STATE_ATTEMPTS):
+            doc = await self._states.find_one({"_id": audit_id})
+            write, kept = _states_write(audit_id, doc, states, now)
+            if write is None:
+                return kept
             try:
-                await self._themes.insert_many(
-                    [{"_id": _key(s), **_state_fields(s, now)} for s in fresh], ordered=False
+                if write.rev is None:
+                    await self._states.insert_one(write.body)
+                    return kept
+                result = await self._states.update_one(
+                    {"_id": audit_id, "rev": write.rev}, write.body
                 )
-                inserted = True
-            except BulkWriteError:
-                # Another replica inserted one of them meanwhile; FerretDB does not say
-                # reliably which, so each one goes the conditional way below.
-                pass
-
-        def settled(state: ThemeState) -> bool | None:
-            key = _key(state)
-            if key in held:
-                return False if held[key] >= state.version else None
-            return True if inserted else None
-
-        out = [settled(s) for s in states]
-        rest = [i for i, done in enumerate(out) if done is None]
-        ops = [
-            UpdateOne(
-                {"_id": _key(states[i]), "version": {"$lt": states[i].version}},
-                {"$set": _state_fields(states[i], now)},
-                upsert=True,
-            )
-            for i in rest
-        ]
-        if await write_all(self._themes, ops) == len(ops):
-            for i in rest:
-                out[i] = True
-        else:
-            # One was stale or inserted meanwhile by another replica (a duplicate `_id`; a bulk
-            # write does not say which), so each goes on its own. One the bulk write already
-            # applied then reads as stale, which only the tally and a debug line see: every
-            # audit of the batch is reconciled from the stored snapshots either way.
-            for i, applied in zip(
-                rest, await asyncio.gather(*(self.apply(states[i], now) for i in rest)), strict=True
-            ):
-                out[i] = applied
-        return [bool(done) for done in out]
-
-    async def apply(self, state: ThemeState, now: datetime) -> bool:
-        """Keeps the snapshot if it is newer than the one held; False when it is stale."""
-        fields = _state_fields(state, now)
-        try:
-            await self._themes.update_one(
-                {"_id": _key(state), "version": {"$lt": state.version}},
-                {"$set": fields},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            # The filter missed because an equal or higher version is held: the upsert's
-            # insert then collides on `_id`.
-            return False
-        return True
+            except DuplicateKeyError:
+                # Another writer inserted the audit's document meanwhile.
+                continue
+            if result.matched_count == 1:
+                return kept
+        raise RuntimeError(f"audit {audit_id}: theme states kept changing under this writer")
 
     async def theme_states(self, audit_id: str) -> list[ThemeState]:
         """The latest applied snapshot of every theme of an audit."""
-        return [_state(doc) async for doc in self._themes.find({"audit_id": audit_id})]
+        doc = await self._states.find_one({"_id": audit_id})
+        return [_state(held) for held in (doc or {}).get("themes", {}).values()]
 
     async def actions_of(self, audit_id: str) -> dict[str, StoredAction]:
         """Every action of an audit by sub-group, without history."""

@@ -158,4 +158,5 @@ async def test_a_theme_that_stops_being_a_pattern_leaves_and_the_last_withdraws(
     }
     # Without a correlation id header, the snapshot's key stands in.
     assert detail["history"][1]["correlation_id"] == f"{AUDIT}/domestic_abuse"
-    assert await mongo[namespace]["recommendation_themes"].count_documents({}) == len(FIXTURE)
+    [states] = await mongo[namespace]["recommendation_states"].find({}).to_list()
+    assert (states["_id"], len(states["themes"])) == (AUDIT, len(FIXTURE))

@@ -1,12 +1,17 @@
-"""A crash between storing an action and publishing it: the redelivery publishes it, once."""
+"""A crash between storing an action and publishing it: the redelivery publishes it, once; and
+theme states stored in the previous layout are moved, newer ones kept."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pymongo import AsyncMongoClient
+from structlog.testing import capture_logs
 
+from services.recommendations.domain import ThemeState
 from services.recommendations.process import Incoming, Recommendations
 from services.recommendations.store import RecommendationsStore
 from shared.kafka import ensure_topics, make_broker
@@ -14,7 +19,7 @@ from shared.mongo import Document
 from shared.routing import default_routing
 from shared.taxonomy import default_taxonomy
 from tests.support.infra import Servers
-from tests.support.recommendations_fixtures import fixture_snapshots, record
+from tests.support.recommendations_fixtures import AUDIT, fixture_snapshots, record
 from tests.support.recommendations_harness import published, settings_for, versions_by_action
 
 pytestmark = pytest.mark.integration
@@ -79,3 +84,49 @@ async def test_versions_stored_but_not_published_are_published_on_redelivery(
     async for doc in mongo[namespace]["actions"].find({}):
         assert doc["published_version"] == 1
         assert doc["unpublished"] is False
+
+
+def _previous_layout(state: ThemeState, applied_at: datetime) -> Document:
+    """A theme state as the previous layout stored it: a document per audit and theme."""
+    return {
+        "_id": f"{state.audit_id}/{state.theme}",
+        "audit_id": state.audit_id,
+        "theme": state.theme,
+        "category": state.category.value,
+        "is_pattern": state.is_pattern,
+        "cases_with_theme": state.cases_with_theme,
+        "cases_total": state.cases_total,
+        "agency_count": state.agency_count,
+        "descriptor": state.descriptor.value,
+        "small_sample": state.small_sample,
+        "version": state.version,
+        "correlation_id": state.correlation_id,
+        "applied_at": applied_at,
+    }
+
+
+async def test_theme_states_in_the_previous_layout_are_moved_and_newer_ones_kept(
+    namespace: str, mongo: AsyncMongoClient[Document]
+) -> None:
+    db = mongo[namespace]
+    now = datetime.now(UTC)
+    states = [ThemeState.of(s, f"ev-{s.theme}") for s in fixture_snapshots(version=2)]
+    await db["recommendation_themes"].insert_many([_previous_layout(s, now) for s in states])
+    store = RecommendationsStore(db)
+    # A replica of this release applied a newer snapshot of one theme, and an older of
+    # another, before the move.
+    newer = replace(states[0], version=3)
+    assert await store.apply_many([newer, replace(states[1], version=1)], now) == [True, True]
+
+    with capture_logs() as logs:
+        await store.prepare()
+        await store.prepare()
+    held = {s.theme: s for s in await store.theme_states(AUDIT)}
+    assert held == {s.theme: s for s in [newer, *states[1:]]}
+    assert "recommendation_themes" not in await db.list_collection_names()
+    [moved] = [
+        line for line in logs if line["event"] == "theme states moved to one document per audit"
+    ]
+    assert (moved["states_moved"], moved["audits"]) == (len(states), 1)
+    # Stale snapshots stay stale.
+    assert await store.apply_many([states[0], states[2]], now) == [False, False]
