@@ -39,6 +39,16 @@ CAUSES_KEPT = 20
 
 
 @dataclass(frozen=True)
+class HeldCauses:
+    """The lists of events behind its snapshots' versions that an audit's snapshots document
+    held as read: the key each snapshot names (by theme field; one written before the lists
+    were kept once per document names none, and holds its own), and the lists by key."""
+
+    named: Mapping[str, str]
+    lists: Mapping[str, Sequence[str]]
+
+
+@dataclass(frozen=True)
 class StoredSnapshot:
     """A snapshot with the bookkeeping that makes publishing and recurrence reliable.
 
@@ -47,7 +57,9 @@ class StoredSnapshot:
     the snapshot's content. `published_version` is the highest version the broker
     acknowledged (kept in the audit's document).
     `pattern_changes` counts flips of `is_pattern`; `propagated_changes` how many of them
-    other audits' `recurring_in` has been brought up to date with.
+    other audits' `recurring_in` has been brought up to date with. `held_causes` is the
+    document's lists of causes as read, which a write over this snapshot rewrites (None once
+    a write of its own changed them: `committed_state`).
     """
 
     snapshot: Snapshot
@@ -56,6 +68,7 @@ class StoredSnapshot:
     pattern_changes: int
     propagated_changes: int
     caused_by: tuple[str, ...]
+    held_causes: HeldCauses | None = None
 
     @property
     def key(self) -> str:
@@ -99,9 +112,13 @@ def _stored_snapshots(
 ) -> list[StoredSnapshot]:
     """The snapshots an audit's document holds (those of the themes in `wanted`, or all)."""
     versions = published.get(doc["_id"], {})
-    causes: dict[str, list[str]] = doc.get("causes", {})
+    by_theme: Document = doc.get("by_theme", {})
+    causes = HeldCauses(
+        {field: held["cause"] for field, held in by_theme.items() if "cause" in held},
+        doc.get("causes", {}),
+    )
     found = []
-    for field, held in doc.get("by_theme", {}).items():
+    for field, held in by_theme.items():
         content = ThemeContent.model_validate(held["content"])
         if wanted is not None and content.theme not in wanted:
             continue
@@ -115,9 +132,14 @@ def _stored_snapshots(
                 pattern_changes=held.get("pattern_changes", 0),
                 propagated_changes=held.get("propagated_changes", 0),
                 # A snapshot written before causes were kept once per document has its own.
+                # They are what its messages carry for tracing, so a list gone missing is
+                # published as none rather than stopping the audit.
                 caused_by=tuple(
-                    held["caused_by"] if "caused_by" in held else causes[held["cause"]]
+                    held["caused_by"]
+                    if "caused_by" in held
+                    else causes.lists.get(held["cause"], ())
                 ),
+                held_causes=causes,
             )
         )
     return found
@@ -166,50 +188,58 @@ def _audit_write(
     were read at (None: they were read at different ones, so they cannot all win).
 
     `complete`: the commits are every snapshot of the audit (a recompute), so the document's
-    list of themes is set from them, and its `causes` is rewritten to hold exactly the lists
-    its snapshots name. Otherwise (a refresh of `recurring_in`) neither a new theme nor a
-    change of `is_pattern` may be among them, and the lists it names are added to `causes`.
+    list of themes is set from them. Otherwise (a refresh of `recurring_in`) neither a new
+    theme nor a change of `is_pattern` may be among them.
+
     A snapshot names the events behind its version by a key into the document's `causes`,
-    which the snapshots a commit revises share: one list instead of one per theme.
+    which the snapshots a commit revises share (one list instead of one per theme); every
+    write rewrites `causes` to hold exactly the lists its snapshots then name, from the lists
+    as read (the write is conditional on the `rev` they were read at).
     """
     rev = _read_rev(commits)
     if rev is None:
         return None
-    causes: dict[str, list[str]] = {}
     if rev == 0:
         assert complete, "only a recompute creates snapshots"
         by_theme: Document = {}
+        lists: dict[str, Sequence[str]] = {}
         for _, revised, content, why in commits:
             assert revised is not None, "a first snapshot is always a new version"
             by_theme[_theme_field(content.theme)] = _theme_doc(revised, content, why)
-            causes[_cause_key(_kept(why))] = _kept(why)
+            lists[_cause_key(_kept(why))] = _kept(why)
         return InsertOne(
             {
                 "_id": audit_id,
                 "rev": 1,
                 **_theme_lists(commits),
-                "causes": causes,
+                "causes": lists,
                 "by_theme": by_theme,
             }
         )
+    read = _held_causes(commits)
+    named = dict(read.named)
+    lists = dict(read.lists)
     sets: Document = _theme_lists(commits) if complete else {}
     incs: dict[str, int] = {"rev": 1}
     # What documents written before this layout held: the list of patterns (now in the
-    # audits' documents) and each theme's own list of causes.
+    # audits' documents) and each snapshot's own list of causes.
     unsets: Document = {"patterns": ""} if complete else {}
     for held, revised, content, why in commits:
-        field = f"by_theme.{_theme_field(content.theme)}"
+        theme = _theme_field(content.theme)
+        field = f"by_theme.{theme}"
         if held is None:
             assert complete, "only a recompute creates snapshots"
             assert revised is not None, "a first snapshot is always a new version"
             sets[field] = _theme_doc(revised, content, why)
-            causes[_cause_key(_kept(why))] = _kept(why)
+            named[theme] = _cause_key(_kept(why))
+            lists[named[theme]] = _kept(why)
             continue
-        kept = _kept(why) if revised is not None else list(held.caused_by)
         if revised is not None or complete:
-            sets[f"{field}.cause"] = _cause_key(kept)
+            kept = _kept(why) if revised is not None else list(held.caused_by)
+            named[theme] = _cause_key(kept)
+            lists[named[theme]] = kept
+            sets[f"{field}.cause"] = named[theme]
             unsets[f"{field}.caused_by"] = ""
-            causes[_cause_key(kept)] = kept
         if revised is None:
             continue
         sets |= {
@@ -220,14 +250,21 @@ def _audit_write(
         if content.is_pattern != held.snapshot.content.is_pattern:
             assert complete, "only a recompute flips a pattern"
             incs[f"{field}.pattern_changes"] = 1
-    if complete:
-        sets["causes"] = causes
-    else:
-        sets |= {f"causes.{key}": kept for key, kept in causes.items()}
+    sets["causes"] = {key: list(lists[key]) for key in sorted(set(named.values()))}
     update: Document = {"$inc": incs, "$set": sets}
     if unsets:
         update["$unset"] = unsets
     return UpdateOne({"_id": audit_id, "rev": rev}, update)
+
+
+def _held_causes(commits: Sequence[SnapshotCommit]) -> HeldCauses:
+    """The lists of causes the audit's document held when these commits' snapshots (one
+    audit's, read at one `rev`) were read."""
+    for held, *_ in commits:
+        if held is not None:
+            assert held.held_causes is not None, "a snapshot written over is one read"
+            return held.held_causes
+    return HeldCauses({}, {})
 
 
 def _theme_lists(commits: Sequence[SnapshotCommit]) -> Document:
@@ -270,10 +307,11 @@ def committed_state(commit: SnapshotCommit, rev: int) -> StoredSnapshot:
             caused_by=tuple(causes[:CAUSES_KEPT]),
         )
     if revised is None:
-        return replace(held, rev=rev)
+        return replace(held, rev=rev, held_causes=None)
     flipped = content.is_pattern != held.snapshot.content.is_pattern
     return replace(
         held,
+        held_causes=None,
         snapshot=revised,
         rev=rev,
         pattern_changes=held.pattern_changes + (1 if flipped else 0),

@@ -499,3 +499,11 @@ async def test_audits_committed_before_they_listed_their_patterns_are_given_the_
     assert stored["aud-z/domestic_abuse"]["content"]["recurring_in"] == ["aud-x", "aud-y"]
     assert "patterns" not in (await snapshots.find_one({"_id": "aud-z"}) or {})
     assert_topic_matches_store(await rig.published(), stored)
+    # The refreshes of the other two kept only the lists of causes their snapshots name: an
+    # audit no longer reviewed does not pile up a list for every flip elsewhere.
+    for audit_id in ("aud-x", "aud-y"):
+        refreshed = await snapshots.find_one({"_id": audit_id})
+        assert refreshed is not None
+        assert stored[f"{audit_id}/domestic_abuse"]["content"]["recurring_in"] != []
+        named = {held["cause"] for held in refreshed["by_theme"].values()}
+        assert set(refreshed["causes"]) == named
