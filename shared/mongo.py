@@ -44,6 +44,12 @@ def any_of(field: str, values: Collection[str]) -> Document:
     return {field: wanted[0]} if len(wanted) == 1 else {field: {"$in": wanted}}
 
 
+def theme_field(theme: str) -> str:
+    """A theme's code as a field name (the key of a theme's entry in a document): a code may
+    hold "." (a slug), which an update would read as a path; ":" never occurs in one."""
+    return theme.replace(".", ":")
+
+
 def grouped(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     """(group, id) pairs as each group's sorted, distinct ids, groups in order."""
     groups: dict[str, set[str]] = {}

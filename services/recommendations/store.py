@@ -15,7 +15,7 @@ from pymongo.errors import DuplicateKeyError
 from services.recommendations.domain import OPEN, ThemeState
 from shared.contracts import ActionV1, Category, Descriptor
 from shared.log import get_logger
-from shared.mongo import Document, any_of, write_all
+from shared.mongo import Document, any_of, theme_field, write_all
 
 log = get_logger()
 
@@ -107,12 +107,6 @@ def _state_fields(state: ThemeState, now: datetime) -> Document:
     }
 
 
-def _theme_field(theme: str) -> str:
-    # The theme as a field name in its audit's document: a code may hold "." (a slug), which
-    # an update would read as a path; ":" never occurs in one.
-    return theme.replace(".", ":")
-
-
 @dataclass(frozen=True)
 class _StatesWrite:
     """One write of an audit's theme states: `body` inserted as its document (`rev` None: it
@@ -135,9 +129,9 @@ def _states_write(
     `doc` (the audit's document as read; None: not held yet) holds, and which they are; no
     write when none is."""
     held = (doc or {}).get("themes", {})
-    kept = [s.version > held.get(_theme_field(s.theme), {}).get("version", 0) for s in states]
+    kept = [s.version > held.get(theme_field(s.theme), {}).get("version", 0) for s in states]
     newer = {
-        _theme_field(s.theme): _state_fields(s, now)
+        theme_field(s.theme): _state_fields(s, now)
         for s, keep in zip(states, kept, strict=True)
         if keep
     }

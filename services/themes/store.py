@@ -31,7 +31,7 @@ from services.themes.domain import (
     theme_of,
 )
 from shared.log import get_logger
-from shared.mongo import Document, any_of, chunked, grouped, write_all
+from shared.mongo import Document, any_of, chunked, grouped, theme_field, write_all
 
 log = get_logger()
 
@@ -99,12 +99,6 @@ class AuditRecord:
 
 Published = Mapping[str, Mapping[str, int]]
 """The versions the broker acknowledged, by audit and theme."""
-
-
-def _theme_field(theme: str) -> str:
-    # The theme as a field name (in an audit's `published` and `by_theme` documents): a code
-    # may hold "." (a slug), which an update would read as a path; ":" never occurs in one.
-    return theme.replace(".", ":")
 
 
 def _stored_snapshots(
@@ -205,7 +199,7 @@ def _audit_write(
         lists: dict[str, Sequence[str]] = {}
         for _, revised, content, why in commits:
             assert revised is not None, "a first snapshot is always a new version"
-            by_theme[_theme_field(content.theme)] = _theme_doc(revised, content, why)
+            by_theme[theme_field(content.theme)] = _theme_doc(revised, content, why)
             lists[_cause_key(_kept(why))] = _kept(why)
         return InsertOne(
             {
@@ -225,7 +219,7 @@ def _audit_write(
     # audits' documents) and each snapshot's own list of causes.
     unsets: Document = {"patterns": ""} if complete else {}
     for held, revised, content, why in commits:
-        theme = _theme_field(content.theme)
+        theme = theme_field(content.theme)
         field = f"by_theme.{theme}"
         if held is None:
             assert complete, "only a recompute creates snapshots"
@@ -322,7 +316,7 @@ def committed_state(commit: SnapshotCommit, rev: int) -> StoredSnapshot:
 def acknowledged(published: Mapping[str, int], snapshot: StoredSnapshot) -> StoredSnapshot:
     """The snapshot with its theme's acknowledged version taken from `published` (an audit's,
     as `ThemesStore.claim_audits` returned it)."""
-    version = published.get(_theme_field(snapshot.snapshot.content.theme), 0)
+    version = published.get(theme_field(snapshot.snapshot.content.theme), 0)
     return replace(snapshot, published_version=version)
 
 
@@ -503,7 +497,7 @@ class ThemesStore:
             by_audit.setdefault(doc["audit_id"], []).append(doc)
         for audit_id, docs in sorted(by_audit.items()):
             by_theme = {
-                _theme_field(doc["theme"]): {
+                theme_field(doc["theme"]): {
                     "content": doc["content"],
                     "version": doc["version"],
                     "computed_at": doc["computed_at"],
@@ -795,7 +789,7 @@ class ThemesStore:
         lease may have run out and been taken over (nothing was recorded for those)."""
         acknowledged: dict[str, dict[str, int]] = {a: {} for a in audit_ids}
         for key, version in published.items():
-            field = f"published.{_theme_field(theme_of(key))}"
+            field = f"published.{theme_field(theme_of(key))}"
             acknowledged.setdefault(audit_of(key), {})[field] = version
         updates: list[tuple[str, dict[str, Any]]] = []
         for audit_id, versions in sorted(acknowledged.items()):
@@ -814,7 +808,7 @@ class ThemesStore:
         (as many as each had when read), in bulk writes."""
         marks: dict[str, dict[str, int]] = {}
         for s in sources:
-            field = f"by_theme.{_theme_field(s.snapshot.content.theme)}.propagated_changes"
+            field = f"by_theme.{theme_field(s.snapshot.content.theme)}.propagated_changes"
             marks.setdefault(s.snapshot.content.audit_id, {})[field] = s.pattern_changes
         # Not conditional, and `rev` does not move: no other write sets these fields.
         ops = [UpdateOne({"_id": a}, {"$max": m}) for a, m in sorted(marks.items())]
