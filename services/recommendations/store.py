@@ -225,18 +225,18 @@ class RecommendationsStore:
         """Moves theme states stored a document per audit and theme (`recommendation_themes`,
         the layout before this one) into their audits' documents, a higher version already
         there winning; returns how many it moved. Idempotent, and safe beside replicas doing
-        the same or applying snapshots: an audit's are applied as a batch's snapshots are,
-        and deleted only after. Every replica must run this version: one of the old would go
-        on writing the old layout."""
+        the same or applying snapshots: an audit's are applied as a batch's snapshots are
+        (a newer version held stays), and the old collection is dropped only once all are.
+        Every replica must run this version: one of the old would go on writing the old
+        layout."""
         if self._themes.name not in await self._db.list_collection_names():
             return 0
         by_audit: dict[str, list[Document]] = {}
         async for doc in self._themes.find({}):
             by_audit.setdefault(doc["audit_id"], []).append(doc)
-        for audit_id, docs in sorted(by_audit.items()):
+        for _, docs in sorted(by_audit.items()):
             applied_at = max(doc["applied_at"] for doc in docs)
             await self._apply_audit([_state(doc) for doc in docs], applied_at)
-            await self._themes.delete_many({"audit_id": audit_id})
         await self._themes.drop()
         moved = sum(len(docs) for docs in by_audit.values())
         if moved:

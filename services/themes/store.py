@@ -154,12 +154,13 @@ def _cause_key(causes: Sequence[str]) -> str:
     return hashlib.blake2b("\n".join(causes).encode(), digest_size=8).hexdigest()
 
 
-def _theme_doc(revised: Snapshot, content: ThemeContent, causes: Sequence[str]) -> Document:
+def _theme_doc(revised: Snapshot, content: ThemeContent, cause: str) -> Document:
+    """A new snapshot's entry in its audit's document, `cause` the key of its causes."""
     return {
         "content": content.model_dump(mode="json"),
         "version": revised.version,
         "computed_at": revised.computed_at,
-        "cause": _cause_key(_kept(causes)),
+        "cause": cause,
         "pattern_changes": 1 if content.is_pattern else 0,
         "propagated_changes": 0,
     }
@@ -199,8 +200,9 @@ def _audit_write(
         lists: dict[str, Sequence[str]] = {}
         for _, revised, content, why in commits:
             assert revised is not None, "a first snapshot is always a new version"
-            by_theme[theme_field(content.theme)] = _theme_doc(revised, content, why)
-            lists[_cause_key(_kept(why))] = _kept(why)
+            kept = _kept(why)
+            lists[_cause_key(kept)] = kept
+            by_theme[theme_field(content.theme)] = _theme_doc(revised, content, _cause_key(kept))
         return InsertOne(
             {
                 "_id": audit_id,
@@ -224,9 +226,10 @@ def _audit_write(
         if held is None:
             assert complete, "only a recompute creates snapshots"
             assert revised is not None, "a first snapshot is always a new version"
-            sets[field] = _theme_doc(revised, content, why)
-            named[theme] = _cause_key(_kept(why))
-            lists[named[theme]] = _kept(why)
+            kept = _kept(why)
+            named[theme] = _cause_key(kept)
+            lists[named[theme]] = kept
+            sets[field] = _theme_doc(revised, content, named[theme])
             continue
         if revised is not None or complete:
             kept = _kept(why) if revised is not None else list(held.caused_by)
