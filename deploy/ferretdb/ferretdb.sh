@@ -20,6 +20,8 @@
 #   CASEREVIEW_FERRETDB_READY_TIMEOUT   seconds `up` waits for readiness (default 60)
 #   CASEREVIEW_FERRETDB_STOP_TIMEOUT    seconds `down` waits before SIGKILL (default 30)
 #   CASEREVIEW_FERRETDB_LOG_LEVEL       debug, info, warn or error (default info)
+#   CASEREVIEW_FERRETDB_PPROF_ADDR      loopback host:port serving FerretDB's Go profiles at
+#                                       /debug/pprof/ (default: none)
 #   CASEREVIEW_MONGO_URL                URL of an external store; up/down then do nothing
 # Data: .local/ferretdb/data (FerretDB on SQLite), .local/ferretdb-pg (FerretDB on PostgreSQL: the
 # cluster in data/, its socket in run/; it listens on no TCP port) or .local/mongod (mongod);
@@ -38,6 +40,7 @@ PORT=${CASEREVIEW_MONGO_PORT:-27017}
 READY_TIMEOUT=${CASEREVIEW_FERRETDB_READY_TIMEOUT:-60}
 STOP_TIMEOUT=${CASEREVIEW_FERRETDB_STOP_TIMEOUT:-30}
 LOG_LEVEL=${CASEREVIEW_FERRETDB_LOG_LEVEL:-info}
+PPROF_ADDR=${CASEREVIEW_FERRETDB_PPROF_ADDR:-}
 # PostgreSQL where it is installed (every filter on _id or a field is then an index lookup,
 # where SQLite reads the whole collection: docs/performance.md), else SQLite.
 if [ -z "${CASEREVIEW_FERRETDB_BACKEND:-}" ]; then
@@ -291,6 +294,7 @@ up() {
   else
     build
     cmd=("$BIN" -listen-addr "$HOST:$PORT" -log-level "$LOG_LEVEL" "${SERIALIZE_FLAGS[@]}")
+    if [ -n "$PPROF_ADDR" ]; then cmd+=(-pprof-addr "$PPROF_ADDR"); fi
     if [ "$BACKEND" = postgresql ]; then
       pg_up
       cmd+=(-handler postgresql -postgresql-url "$PG_URL")

@@ -34,6 +34,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // served only with -pprof-addr
 	"net/url"
 	"os"
 	"os/signal"
@@ -42,6 +44,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
@@ -57,7 +60,12 @@ func main() {
 	serialize := flag.Bool("serialize", true, "run one command at a time, making single-document writes atomic (see serialize.go)")
 	serializeReads := flag.Bool("serialize-reads", true, "with -serialize, run read-only commands one at a time too (false: concurrently with each other)")
 	serializeCollections := flag.Bool("serialize-collections", false, "with -serialize and -serialize-reads=false, run writes to different collections, and reads, concurrently (see serialize.go)")
+	pprofAddr := flag.String("pprof-addr", "", "if set, a loopback address (host:port) serving Go's profiles at /debug/pprof/ (off by default)")
 	flag.Parse()
+
+	if *pprofAddr != "" {
+		go servePprof(*pprofAddr)
+	}
 
 	if err := run(*listenAddr, *handler, *sqliteDir, *postgresqlURL, *logLevel, *serialize, *serializeReads, *serializeCollections); err != nil {
 		fmt.Fprintf(os.Stderr, "ferretdb: %s\n", err)
@@ -213,6 +221,22 @@ func ferretVersion() string {
 	}
 
 	return "unknown"
+}
+
+// servePprof serves Go's profiles (CPU, heap, goroutines) for finding where FerretDB's own
+// time goes, e.g. `go tool pprof -top http://127.0.0.1:6060/debug/pprof/profile?seconds=10`.
+// Only a loopback address is accepted: the profiles show what clients asked for.
+func servePprof(addr string) {
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		slog.Error("pprof not served: -pprof-addr must be a loopback host:port", "addr", addr)
+		return
+	}
+
+	server := &http.Server{Addr: addr, Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+	if err := server.ListenAndServe(); err != nil {
+		slog.Error("pprof stopped", "addr", addr, "error", err)
+	}
 }
 
 // redactURL returns a connection URL with its password, if any, replaced, for logging.
