@@ -27,16 +27,27 @@ REVIEWS_REMEMBERED = 5_000
 
 class ReviewMemo:
     """The review files of recently recomputed audits, each with the audit `rev` it is valid
-    for; the least recently used audits are forgotten beyond `max_reviews` reviews."""
+    for.
+
+    Beyond `max_reviews` reviews the least recently used audits are forgotten, but never one
+    the current batch (`new_batch`) recalled or kept: a batch holds every file it touches at
+    once anyway, so keeping them until the next batch adds nothing to the peak, and a batch
+    touching more than the bound no longer makes plain LRU forget each audit just before the
+    next batch asks for it (every audit of a busy partition read whole, every batch)."""
 
     def __init__(self, max_reviews: int) -> None:
         self._max_reviews = max_reviews
-        self._files: OrderedDict[str, tuple[int, ReviewFile]] = OrderedDict()
+        self._files: OrderedDict[str, tuple[int, ReviewFile, int]] = OrderedDict()
         self._held = 0
+        self._batch = 0
 
     def __len__(self) -> int:
         """The reviews remembered."""
         return self._held
+
+    def new_batch(self) -> None:
+        """Starts a batch: what earlier batches used may be forgotten from now on."""
+        self._batch += 1
 
     def recall(self, audit_id: str, rev: int) -> ReviewFile | None:
         """The audit's reviews if they are still those of its latest commit (`rev`)."""
@@ -46,6 +57,7 @@ class ReviewMemo:
         if entry[0] != rev:
             self.forget(audit_id)
             return None
+        self._files[audit_id] = (entry[0], entry[1], self._batch)
         self._files.move_to_end(audit_id)
         return entry[1]
 
@@ -54,11 +66,15 @@ class ReviewMemo:
         self.forget(audit_id)
         if len(file.current) > self._max_reviews:
             return
-        self._files[audit_id] = (rev, file)
+        self._files[audit_id] = (rev, file, self._batch)
         self._held += len(file.current)
         while self._held > self._max_reviews:
-            _, (_, oldest) = self._files.popitem(last=False)
-            self._held -= len(oldest.current)
+            oldest = next(iter(self._files.values()))
+            if oldest[2] == self._batch:
+                # Everything left is the current batch's (most recently used last).
+                break
+            _, (_, file_held, _) = self._files.popitem(last=False)
+            self._held -= len(file_held.current)
 
     def forget(self, audit_id: str) -> None:
         """Drops what is remembered of the audit."""

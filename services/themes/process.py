@@ -138,6 +138,7 @@ class Themes:
     async def process(self, batch: Sequence[Incoming]) -> Tally:
         """Handles every record; returns once every effect is durable and acknowledged."""
         started = time.monotonic()
+        self._memo.new_batch()
         parsed = [(record, _parse(record)) for record in batch]
         arrived = [(record, review) for record, review in parsed if review is not None]
         by_audit: dict[str, list[CurrentReview]] = {}

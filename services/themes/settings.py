@@ -29,8 +29,9 @@ class ThemesSettings(CommonSettings):
         ge=0,
         title="Most reviews kept in memory across batches",
         description="The reviews of the audits this replica recomputed last, so that the "
-        "next batch touching one need not read them again (services/themes/memo.py); 0 "
-        "reads them every time.",
+        "next batch touching one need not read them again (services/themes/memo.py); those "
+        "of the latest batch's audits are kept even beyond it (the batch held them all at "
+        "once anyway); 0 reads them every time.",
     )
     themes_fetch_bytes: int = Field(
         default=4 * 1024 * 1024,
