@@ -380,9 +380,13 @@ class AuditSummary(BaseModel):
     age_band: dict[str, int] = Field(description="Distinct cases by age band.")
 
 
-def _consensus(values: Iterable[str]) -> str:
+def _consensus(values: Sequence[str]) -> str:
     # Agencies may record a case differently; the value most of them give counts, and ties go
     # to the first in sort order so the answer never depends on arrival order.
+    first = values[0]
+    if all(v == first for v in values):
+        # Nearly always: counting would make two Counters per case on every recompute.
+        return first
     counts = Counter(values)
     return min(counts, key=lambda v: (-counts[v], v))
 
@@ -393,8 +397,8 @@ def audit_summary(audit_id: str, reviews: Sequence[CurrentReview]) -> AuditSumma
     by_case: dict[str, list[CurrentReview]] = {}
     for r in mine:
         by_case.setdefault(r.case_token, []).append(r)
-    legal = Counter(_consensus(r.legal_status for r in rs) for rs in by_case.values())
-    ages = Counter(_consensus(r.age_band for r in rs) for rs in by_case.values())
+    legal = Counter(_consensus([r.legal_status for r in rs]) for rs in by_case.values())
+    ages = Counter(_consensus([r.age_band for r in rs]) for rs in by_case.values())
     titled = [r for r in mine if r.audit_title]
     latest = max(titled, key=lambda r: (r.submitted_at, r.event_id), default=None)
     return AuditSummary(
