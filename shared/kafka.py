@@ -10,6 +10,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
@@ -51,6 +52,29 @@ def kafka_client_options(settings: CommonSettings) -> dict[str, Any]:
     return _client_options(kafka_security(settings))
 
 
+class RememberingPartitioner:
+    """aiokafka's default partitioner (the Java client's murmur2 of the key, so every producer
+    puts a key on the same partition), with each key's hash remembered: the keys are audit,
+    agency and action ids, few and sent again and again, and aiokafka's murmur2 is pure
+    Python (about 6 % of intake's CPU before)."""
+
+    REMEMBERED = 10_000
+
+    def __init__(self) -> None:
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        """The partition for the key; a random available one for no key, as aiokafka does."""
+        if key is None:
+            return int(DefaultPartitioner()(key, all_partitions, available))
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self.REMEMBERED:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
+
+
 def make_broker(bootstrap: str, service: str, security: BaseSecurity | None = None) -> KafkaBroker:
     """A broker whose producer is idempotent and waits for all in-sync replicas."""
     return KafkaBroker(
@@ -66,6 +90,7 @@ def make_broker(bootstrap: str, service: str, security: BaseSecurity | None = No
         # concurrent sends then spent more time in that loop than in sending. Batches this
         # size stay under the broker's default limit on one (`message.max.bytes`, 1 MiB).
         max_batch_size=512 * 1024,
+        partitioner=RememberingPartitioner(),
         graceful_timeout=30.0,
         logger=logging.getLogger("faststream"),
         log_level=logging.DEBUG,
