@@ -21,8 +21,11 @@
 // longer makes FerretDB decode every document of the collection in Go. It writes them as
 // `_jsonb->'field' @> value`, which its btree indexes cannot answer; ferretdb.sh adds GIN
 // indexes that can (pg-gin-indexes.sql). ferretdb.sh builds FerretDB with the patches beside
-// this file: pushdown-in.patch pushes {field: {$in: [strings]}} down the same way. $or, $lt and
-// the like are still not pushed down.
+// this file: pushdown-in.patch pushes {field: {$in: [strings]}} down the same way ($or, $lt and
+// the like are still not pushed down), release-no-tracking.patch leaves FerretDB's tracking of
+// every iterator's lifetime (a leak detector for its own tests) to debug builds, and
+// sjson-fast-decode.patch decodes the documents the backend gives back without an
+// encoding/json Decoder per value.
 //
 // By default clients reach FerretDB through a one-command-at-a-time front end, because
 // FerretDB v1's updates are not atomic under concurrency, on either backend; see serialize.go.
