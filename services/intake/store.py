@@ -8,12 +8,12 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.intake.domain import Admitted, Claim, Refused
-from shared.mongo import Document, any_of, find_by_group, grouped
+from shared.mongo import Document, any_of, find_by_group, grouped, write_all
 
 _DUPLICATE_KEY = 11000
 
@@ -112,8 +112,15 @@ class IntakeStore:
 
     async def mark_forwarded(self, below: Mapping[str, int]) -> None:
         """Records that every claim taken from these partitions below these offsets has been
-        forwarded, so a replay forwards nothing again."""
-        await asyncio.gather(*(self._mark(p, offset) for p, offset in sorted(below.items())))
+        forwarded, so a replay forwards nothing again: one command for a batch's
+        partitions, where a command each kept the others waiting behind it in the store."""
+        ops = [
+            UpdateOne({"_id": p}, {"$max": {"below": offset}}, upsert=True)
+            for p, offset in sorted(below.items())
+        ]
+        if ops and await write_all(self._forwarded, ops) is None:
+            # Two replicas upserted a new partition at once: each partition on its own.
+            await asyncio.gather(*(self._mark(p, offset) for p, offset in sorted(below.items())))
 
     async def _mark(self, partition: str, offset: int) -> None:
         update = {"$max": {"below": offset}}
