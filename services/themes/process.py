@@ -146,10 +146,9 @@ class Themes:
             by_audit.setdefault(review.audit_id, []).append(review)
         # Superseded and late revisions count too: which themes an audit has must depend only
         # on the set of reviews, never on the order they came in.
-        await self._store.note_codes(
-            {a: {f.code for r in rs for f in r.findings} for a, rs in by_audit.items()}
+        inputs = await self._read_inputs(
+            {a: {f.code for r in rs for f in r.findings} for a, rs in sorted(by_audit.items())}
         )
-        inputs = await self._read_inputs(sorted(by_audit))
         stored = await self._store_reviews(arrived, inputs)
         current = await self._recompute_all(
             inputs, {a: _causes(rs, stored) for a, rs in by_audit.items()}
@@ -167,23 +166,33 @@ class Themes:
             )
         return tally
 
-    async def _read_inputs(self, audits: Sequence[str]) -> dict[str, Inputs]:
+    async def _read_inputs(self, codes: Mapping[str, set[str]]) -> dict[str, Inputs]:
         """What the first recompute of each of these audits starts from, read for all of them
-        together: the audit and its snapshots (what the commits are conditional on) before
-        its reviews, which are read only where this replica does not remember them as of the
-        audit's latest commit (`ReviewMemo`)."""
-        found = await _concurrently(self._store.audit(a) for a in audits)
-        records = {a: _known(a, r) for a, r in zip(audits, found, strict=True)}
-        held = await _concurrently(self._store.snapshots(a) for a in audits)
+        together: the audits, with `codes` (each audit's codes in the batch) among those they
+        list, and their snapshots (what the commits are conditional on) before their reviews,
+        which are read only where this replica does not remember them as of the audit's
+        latest commit (`ReviewMemo`).
+
+        An audit is written only when it lacks one of the codes (or does not exist yet): the
+        same as adding them all, with one write per new code instead of one per audit and
+        batch."""
+        audits = sorted(codes)
+        found = await self._store.audits_by_id(audits)
+        unlisted = {
+            a: c for a, c in codes.items() if a not in found or not c <= set(found[a].codes)
+        }
+        if unlisted:
+            await self._store.note_codes(unlisted)
+            found |= await self._store.audits_by_id(unlisted)
+        records = {a: _known(a, found.get(a)) for a in audits}
+        held = await self._store.snapshots_of(audits)
         remembered = {a: self._memo.recall(a, records[a].rev) for a in audits}
         unknown = [a for a, file in remembered.items() if file is None]
         files = await _concurrently(self._store.review_file(a) for a in unknown)
         read = dict(zip(unknown, files, strict=True))
         return {
-            a: Inputs(
-                records[a], snapshots, file if (file := remembered[a]) is not None else read[a]
-            )
-            for a, snapshots in zip(audits, held, strict=True)
+            a: Inputs(records[a], held[a], file if (file := remembered[a]) is not None else read[a])
+            for a in audits
         }
 
     async def _store_reviews(

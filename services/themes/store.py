@@ -626,6 +626,13 @@ class ThemesStore:
         doc = await self._audits.find_one({"_id": audit_id})
         return _audit_record(doc) if doc is not None else None
 
+    async def audits_by_id(self, audit_ids: Collection[str]) -> dict[str, AuditRecord]:
+        """These audits by id, in one query; those no review has created yet are left out."""
+        if not audit_ids:
+            return {}
+        cursor = self._audits.find(any_of("_id", audit_ids))
+        return {doc["_id"]: _audit_record(doc) async for doc in cursor}
+
     async def audits(self) -> list[AuditRecord]:
         """Every audit whose summary has been computed, by id."""
         cursor = self._audits.find({"rev": {"$gte": 1}}).sort("_id", ASCENDING)
@@ -676,6 +683,15 @@ class ThemesStore:
         """Every snapshot of an audit by theme."""
         found = await self._read_snapshots({audit_id: None})
         return {s.snapshot.content.theme: s for s in found}
+
+    async def snapshots_of(
+        self, audit_ids: Collection[str]
+    ) -> dict[str, dict[str, StoredSnapshot]]:
+        """Every snapshot of each of these audits, by audit and theme, read together."""
+        held: dict[str, dict[str, StoredSnapshot]] = {a: {} for a in audit_ids}
+        for s in await self._read_snapshots(dict.fromkeys(audit_ids)):
+            held[s.snapshot.content.audit_id][s.snapshot.content.theme] = s
+        return held
 
     async def snapshots_by_key(self, keys: Collection[str]) -> dict[str, StoredSnapshot]:
         """These snapshots by `{audit_id}/{theme}`; absent keys are left out."""
