@@ -173,9 +173,9 @@ class Themes:
         which are read only where this replica does not remember them as of the audit's
         latest commit (`ReviewMemo`).
 
-        An audit is written only when it lacks one of the codes (or does not exist yet): the
-        same as adding them all, with one write per new code instead of one per audit and
-        batch."""
+        An audit is written only when it lacks one of the codes (or does not exist yet), which
+        is the same as adding them all: so only in the batches that bring it a new code,
+        instead of in every batch."""
         audits = sorted(codes)
         found = await self._store.audits_by_id(audits)
         unlisted = {
