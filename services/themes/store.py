@@ -681,8 +681,7 @@ class ThemesStore:
 
     async def snapshots(self, audit_id: str) -> dict[str, StoredSnapshot]:
         """Every snapshot of an audit by theme."""
-        found = await self._read_snapshots({audit_id: None})
-        return {s.snapshot.content.theme: s for s in found}
+        return (await self.snapshots_of([audit_id]))[audit_id]
 
     async def snapshots_of(
         self, audit_ids: Collection[str]
