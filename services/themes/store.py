@@ -113,7 +113,7 @@ def _stored_snapshots(
     )
     found = []
     for field, held in by_theme.items():
-        content = ThemeContent.model_validate(held["content"])
+        content = _content(held)
         if wanted is not None and content.theme not in wanted:
             continue
         found.append(
@@ -154,10 +154,29 @@ def _cause_key(causes: Sequence[str]) -> str:
     return hashlib.blake2b("\n".join(causes).encode(), digest_size=8).hexdigest()
 
 
+def _content_text(content: ThemeContent) -> str:
+    """A snapshot's content as its audit's document keeps it: the JSON text of its fields.
+
+    It is only ever read whole, never queried into, and one string is far cheaper for the
+    store to write and read back than the nested fields: FerretDB keeps a type entry beside
+    every value (for `recurring_in`, one per audit), and encodes, decodes and PostgreSQL
+    parses each of them on every rewrite of the document (docs/performance.md)."""
+    return content.model_dump_json()
+
+
+def _content(held: Document) -> ThemeContent:
+    """A snapshot's content from its entry in its audit's document; documents written before
+    the content was kept as text hold it as fields."""
+    raw = held["content"]
+    if isinstance(raw, str):
+        return ThemeContent.model_validate_json(raw)
+    return ThemeContent.model_validate(raw)
+
+
 def _theme_doc(revised: Snapshot, content: ThemeContent, cause: str) -> Document:
     """A new snapshot's entry in its audit's document, `cause` the key of its causes."""
     return {
-        "content": content.model_dump(mode="json"),
+        "content": _content_text(content),
         "version": revised.version,
         "computed_at": revised.computed_at,
         "cause": cause,
@@ -240,7 +259,7 @@ def _audit_write(
         if revised is None:
             continue
         sets |= {
-            f"{field}.content": content.model_dump(mode="json"),
+            f"{field}.content": _content_text(content),
             f"{field}.version": revised.version,
             f"{field}.computed_at": revised.computed_at,
         }
@@ -272,11 +291,8 @@ def _theme_lists(commits: Sequence[SnapshotCommit]) -> Document:
 
 def _patterns(doc: Document) -> list[str]:
     """The themes that are patterns in an audit's snapshots document."""
-    return sorted(
-        held["content"]["theme"]
-        for held in doc.get("by_theme", {}).values()
-        if held["content"].get("is_pattern")
-    )
+    contents = (_content(held) for held in doc.get("by_theme", {}).values())
+    return sorted(c.theme for c in contents if c.is_pattern)
 
 
 def committed_states(commits: Sequence[SnapshotCommit]) -> list[StoredSnapshot]:

@@ -5,6 +5,7 @@ one key at once. Each race is forced into the interleaving that would lose an up
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -384,6 +385,11 @@ def _revision_ids(events: Iterable[ReviewAcceptedV1]) -> list[str]:
     return [f"{CurrentReview.of(e).key}#{e.revision}" for e in events]
 
 
+def _content_as_fields(held: Document) -> Document:
+    """A snapshot's entry as the previous layouts held it: its content as fields, not text."""
+    return {**held, "content": json.loads(held["content"])}
+
+
 async def test_snapshots_in_the_previous_layout_are_moved_and_their_versions_go_on(
     rig: Rig,
 ) -> None:
@@ -413,7 +419,7 @@ async def test_snapshots_in_the_previous_layout_are_moved_and_their_versions_go_
                 "caused_by": doc["causes"][held["cause"]],
             }
             for doc in docs
-            for held in doc["by_theme"].values()
+            for held in map(_content_as_fields, doc["by_theme"].values())
         ]
     )
     await snapshots.create_index("audit_id")
@@ -474,7 +480,7 @@ async def test_audits_committed_before_they_listed_their_patterns_are_given_the_
     async for doc in snapshots.find({}):
         patterns = sorted(
             held["content"]["theme"]
-            for held in doc["by_theme"].values()
+            for held in map(_content_as_fields, doc["by_theme"].values())
             if held["content"]["is_pattern"]
         )
         await snapshots.update_one({"_id": doc["_id"]}, {"$set": {"patterns": patterns}})
