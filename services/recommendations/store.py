@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -90,7 +91,7 @@ def _stored(doc: Document) -> StoredAction:
     )
 
 
-def _state_fields(state: ThemeState, now: datetime) -> Document:
+def _state_doc(state: ThemeState) -> Document:
     return {
         "audit_id": state.audit_id,
         "theme": state.theme,
@@ -103,7 +104,20 @@ def _state_fields(state: ThemeState, now: datetime) -> Document:
         "small_sample": state.small_sample,
         "version": state.version,
         "correlation_id": state.correlation_id,
+    }
+
+
+def _state_fields(state: ThemeState, now: datetime) -> Document:
+    """A theme's state as its audit's document holds it: the version (what a write compares)
+    and when it was applied as fields, the rest as one JSON text. The state is only ever read
+    whole, never queried into, and one string is far cheaper for the store to write and read
+    back than a dozen fields: FerretDB keeps a type entry beside every value, and encodes,
+    decodes and PostgreSQL parses each of them on every rewrite of the document
+    (docs/performance.md)."""
+    return {
+        "version": state.version,
         "applied_at": now,
+        "state": json.dumps(_state_doc(state), separators=(",", ":")),
     }
 
 
@@ -141,6 +155,12 @@ def _states_write(
         return _StatesWrite(audit_id, None, {"_id": audit_id, "rev": 1, "themes": newer}), kept
     sets = {f"themes.{field}": fields for field, fields in newer.items()}
     return _StatesWrite(audit_id, doc["rev"], {"$set": sets, "$inc": {"rev": 1}}), kept
+
+
+def _held_state(held: Document) -> ThemeState:
+    """A theme's state from its entry in its audit's document; entries written before the
+    state was kept as text hold it as fields."""
+    return _state(json.loads(held["state"]) if "state" in held else held)
 
 
 def _state(doc: Document) -> ThemeState:
@@ -310,7 +330,7 @@ class RecommendationsStore:
     async def theme_states(self, audit_id: str) -> list[ThemeState]:
         """The latest applied snapshot of every theme of an audit."""
         doc = await self._states.find_one({"_id": audit_id})
-        return [_state(held) for held in (doc or {}).get("themes", {}).values()]
+        return [_held_state(held) for held in (doc or {}).get("themes", {}).values()]
 
     async def actions_of(self, audit_id: str) -> dict[str, StoredAction]:
         """Every action of an audit by sub-group, without history."""

@@ -15,7 +15,7 @@ from services.recommendations.domain import ThemeState
 from services.recommendations.process import Incoming, Recommendations
 from services.recommendations.store import RecommendationsStore
 from shared.kafka import ensure_topics, make_broker
-from shared.mongo import Document
+from shared.mongo import Document, theme_field
 from shared.routing import default_routing
 from shared.taxonomy import default_taxonomy
 from tests.support.infra import Servers
@@ -130,3 +130,27 @@ async def test_theme_states_in_the_previous_layout_are_moved_and_newer_ones_kept
     assert (moved["states_moved"], moved["audits"]) == (len(states), 1)
     # Stale snapshots stay stale.
     assert await store.apply_many([states[0], states[2]], now) == [False, False]
+
+
+async def test_theme_states_held_as_fields_are_read_and_replaced_by_newer_ones(
+    namespace: str, mongo: AsyncMongoClient[Document]
+) -> None:
+    db = mongo[namespace]
+    now = datetime.now(UTC)
+    states = [ThemeState.of(s, f"ev-{s.theme}") for s in fixture_snapshots(version=2)]
+    # The audit's document as the previous release wrote it: each state as fields.
+    as_fields = {
+        theme_field(s.theme): {k: v for k, v in _previous_layout(s, now).items() if k != "_id"}
+        for s in states
+    }
+    await db["recommendation_states"].insert_one({"_id": AUDIT, "rev": 4, "themes": as_fields})
+    store = RecommendationsStore(db)
+
+    assert {s.theme: s for s in await store.theme_states(AUDIT)} == {s.theme: s for s in states}
+    newer = replace(states[0], version=3, cases_total=states[0].cases_total + 1)
+    assert await store.apply_many([newer, states[1]], now) == [True, False]
+    held = {s.theme: s for s in await store.theme_states(AUDIT)}
+    assert held == {s.theme: s for s in [newer, *states[1:]]}
+    [doc] = await db["recommendation_states"].find({}).to_list()
+    assert doc["rev"] == 5
+    assert isinstance(doc["themes"][theme_field(newer.theme)]["state"], str)
