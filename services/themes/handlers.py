@@ -32,6 +32,8 @@ def subscribe(
         # touch is recomputed, and every pattern flip carried, once per batch); at 1 MiB a
         # fetch brings about a thousand reviews of a partition.
         fetch_bytes=settings.themes_fetch_bytes,
+        backlog_records=settings.themes_backlog_records,
+        backlog_pause_s=settings.themes_backlog_pause_s,
     )
 
 

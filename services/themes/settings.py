@@ -40,6 +40,22 @@ class ThemesSettings(CommonSettings):
         description="Big enough that a backlog fills a batch of themes_batch_max; the "
         "consumer holds about this much per partition it reads.",
     )
+    themes_backlog_records: int = Field(
+        default=2_000,
+        gt=0,
+        title="Records in a batch that mean a backlog",
+        description="After a batch this big, the next one waits themes_backlog_pause_s.",
+    )
+    themes_backlog_pause_s: float = Field(
+        default=1.0,
+        ge=0,
+        title="Seconds to wait after a backlog's batch before taking the next",
+        description="Every audit a batch touches is recomputed, rewritten and published "
+        "once per batch, so under a backlog a pause that lets the next batch gather more "
+        "saves that work for each audit, and the cores it shares with intake and the store "
+        "(docs/performance.md); a review arriving meanwhile waits at most this long. 0: "
+        "never wait.",
+    )
     themes_publish_lease_s: float = Field(
         default=30.0,
         gt=0,
