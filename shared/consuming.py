@@ -265,8 +265,8 @@ def subscribe_batches(
     what one fetch brings of a partition, so how full a batch a backlog can make (and what
     the consumer holds in memory: about this much per partition).
 
-    After a batch of at least `backlog_records` (a backlog), the next fetch waits
-    `backlog_pause_s`, so that the next batch gathers what arrives meanwhile: for a
+    After a batch of at least `backlog_records` (a backlog), the next batch is taken only
+    after `backlog_pause_s`, so that it gathers what arrives meanwhile: for a
     `process` whose cost is mostly per batch, not per record, fewer and bigger batches are
     less work in all, which leaves the processes it shares cores with more of them. A
     stream whose batches stay smaller never waits."""

@@ -1,5 +1,5 @@
 """Batch consumption on the real broker: after a batch big enough to mean a backlog, the next
-fetch waits, so the next batch gathers more; smaller batches never wait."""
+batch is taken only after a pause, so it gathers more; smaller batches never wait."""
 
 from __future__ import annotations
 
