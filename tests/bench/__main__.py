@@ -16,7 +16,7 @@ from typing import Any
 from shared.settings import CommonSettings
 from tests.bench import phases, report
 from tests.bench.load import latency_load, throughput_load
-from tests.bench.pipeline import Pipeline, settings_values
+from tests.bench.pipeline import SERVICES, Pipeline, settings_values
 from tests.bench.procstat import Sample, machine, pid_from_file, sample, sample_tree
 from tests.support.infra import REPO
 
@@ -69,6 +69,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="a service setting for this run, e.g. themes_batch_max=2000",
     )
     p.add_argument(
+        "--replicas",
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="run N processes of a service in its consumer group, e.g. themes=2",
+    )
+    p.add_argument(
         "--store-timing",
         action="store_true",
         default=_env("STORE_TIMING", "") == "1",
@@ -86,6 +93,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 POSTGRESQL = "postgresql"
+
+
+def replicas(items: list[str]) -> dict[str, int]:
+    """`--replicas` as processes per service; a service named twice takes the last count."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, _, count = item.partition("=")
+        if name not in SERVICES or not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"--replicas {item}: want SERVICE=N, N ≥ 1, SERVICE one of {SERVICES}")
+        out[name] = int(count)
+    return out
 
 
 @dataclass(frozen=True)
@@ -137,7 +155,13 @@ async def pipeline_phase(
         local_dir=workdir,
         overrides={"topic_partitions": str(args.partitions), **overrides},
     )
-    pipeline = Pipeline(values, workdir / name, args.partitions, store_timing=args.store_timing)
+    pipeline = Pipeline(
+        values,
+        workdir / name,
+        args.partitions,
+        store_timing=args.store_timing,
+        replicas=replicas(args.replicas),
+    )
     pipeline.workdir.mkdir(parents=True, exist_ok=True)
     warm = throughput_load(
         audits=1, cases_per_audit=3, active_audits=1, poison_share=0, seed=args.seed + 1000

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from tests.bench.kafkautil import Lag, create_topics, delete_topics, publish_all, publish_paced
 from tests.bench.load import Load
-from tests.bench.pipeline import Pipeline, Profiler, top_frames
+from tests.bench.pipeline import SERVICES, Pipeline, Profiler, top_frames
 from tests.bench.procstat import Sample, sample
 from tests.bench.stats import latency_summary, per_thousand, rate, reflected_at
 from tests.bench.watch import Watcher
@@ -53,7 +53,8 @@ class Window:
 
 def cpu_report(cpu: dict[str, float], events: int) -> dict[str, Any]:
     """CPU seconds and milliseconds per 1,000 events, per process and for the services."""
-    services = {k: v for k, v in cpu.items() if k in ("intake", "themes", "recommendations")}
+    # A replica's process is named after its service (`themes-2`).
+    services = {k: v for k, v in cpu.items() if k.split("-")[0] in SERVICES}
     return {
         "cpu_s": cpu,
         "cpu_ms_per_1000_events": {

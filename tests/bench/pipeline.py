@@ -58,6 +58,7 @@ class Pipeline:
     workdir: Path
     partitions: int
     store_timing: bool = False
+    replicas: dict[str, int] = field(default_factory=dict)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     @property
@@ -73,21 +74,35 @@ class Pipeline:
         """A service's consumer group."""
         return str(self.values[f"{service}_group"])
 
-    def timing_file(self, service: str) -> Path:
-        """Where a service's store-command totals are written when they are timed."""
-        return self.workdir / f"{service}.store.json"
+    def timing_file(self, process: str) -> Path:
+        """Where a process's store-command totals are written when they are timed."""
+        return self.workdir / f"{process}.store.json"
+
+    def names(self) -> list[str]:
+        """Every service process, in starting order: a service's first replica by the
+        service's name, further ones as `themes-2`, `themes-3`, ... (`replicas`)."""
+        return [
+            name if replica == 1 else f"{name}-{replica}"
+            for name in SERVICES
+            for replica in range(1, self.replicas.get(name, 1) + 1)
+        ]
 
     async def start(self) -> None:
-        """Creates the topics, then starts each service and waits for it to be ready."""
+        """Creates the topics, then starts each service process and waits for it to be
+        ready. Replicas of a service share its consumer group, each on a port of its own."""
         await create_topics(self.bootstrap, [self.topic(t) for t in TOPICS], self.partitions)
-        for name in SERVICES:
+        for process_name in self.names():
+            name = process_name.split("-")[0]
+            values = self.values
+            if process_name != name:
+                values = {**values, f"{name}_port": free_port()}
             launcher = (
-                ("tests.bench.storetiming", str(self.timing_file(name)))
+                ("tests.bench.storetiming", str(self.timing_file(process_name)))
                 if self.store_timing
                 else ()
             )
-            process = ServiceProcess(name, self.values, self.workdir / f"{name}.log", launcher)
-            self.processes[name] = process
+            process = ServiceProcess(name, values, self.workdir / f"{process_name}.log", launcher)
+            self.processes[process_name] = process
             await asyncio.to_thread(process.start)
 
     def pids(self) -> dict[str, int]:
@@ -101,7 +116,7 @@ class Pipeline:
     def store_totals(self) -> dict[str, dict[str, Any]]:
         """Each service's store-command totals so far (when timed)."""
         out: dict[str, dict[str, Any]] = {}
-        for name in SERVICES:
+        for name in self.names():
             path = self.timing_file(name)
             if self.store_timing and path.exists():
                 try:
@@ -114,7 +129,7 @@ class Pipeline:
     async def stop(self) -> dict[str, bool]:
         """Stops the services, last first; whether each stopped cleanly."""
         stopped: dict[str, bool] = {}
-        for name in reversed(SERVICES):
+        for name in reversed(self.names()):
             process = self.processes.get(name)
             if process is not None:
                 stopped[name] = await asyncio.to_thread(process.stop)
