@@ -11,7 +11,7 @@ import statistics
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import reduce
 from sys import intern
 
@@ -99,7 +99,11 @@ class CurrentReview:
             age_band=intern(age_band),
             legal_status=intern(legal_status),
             revision=revision,
-            submitted_at=submitted_at,
+            # The contract's model takes a time without an offset; the store would give it
+            # back as UTC, and a review's time is compared with others' (`audit_summary`).
+            submitted_at=submitted_at
+            if submitted_at.tzinfo is not None
+            else submitted_at.replace(tzinfo=UTC),
             findings=tuple(Fact(intern(code), days) for code, days in findings),
         )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -339,9 +340,16 @@ def acknowledged(published: Mapping[str, int], snapshot: StoredSnapshot) -> Stor
     return replace(snapshot, published_version=version)
 
 
-def _review_doc(review: CurrentReview) -> Document:
-    return {
-        "audit_id": review.audit_id,
+def review_document(review: CurrentReview) -> Document:
+    """A review as stored: the revision's id, the audit (what reviews are read by) as a
+    field, and the rest as the JSON text of its fields.
+
+    Nothing queries a review by any other field, and one string is far cheaper for the store
+    than the fields: FerretDB keeps a type entry beside every value, each finding's most of
+    all, and every insert and read encoded, decoded and PostgreSQL parsed each of them
+    (docs/performance.md)."""
+    fields = {
+        "event_id": review.event_id,
         "audit_title": review.audit_title,
         "agency_id": review.agency_id,
         "agency_type": review.agency_type,
@@ -349,9 +357,13 @@ def _review_doc(review: CurrentReview) -> Document:
         "age_band": review.age_band,
         "legal_status": review.legal_status,
         "revision": review.revision,
-        "submitted_at": review.submitted_at,
-        "event_id": review.event_id,
-        "findings": [{"code": f.code, "waited_days": f.waited_days} for f in review.findings],
+        "submitted_at": review.submitted_at.isoformat(),
+        "findings": [[f.code, f.waited_days] for f in review.findings],
+    }
+    return {
+        "_id": _revision_id(review),
+        "audit_id": review.audit_id,
+        "review": json.dumps(fields, separators=(",", ":")),
     }
 
 
@@ -375,7 +387,7 @@ class ReviewFile:
         ids: dict[str, str] = {}
         stale: list[str] = []
         for doc in docs:
-            review = _current_review(doc)
+            review = stored_review(doc)
             held = current.get(review.key)
             if held is not None and held.revision >= review.revision:
                 stale.append(doc["_id"])
@@ -402,19 +414,37 @@ class ReviewFile:
         return [*self.stale, *(self.ids[r.key] for r in reviews if r.key in self.ids)]
 
 
-def _current_review(doc: Document) -> CurrentReview:
+def stored_review(doc: Document) -> CurrentReview:
+    """The review a `themes_reviews` document holds; documents written before reviews were
+    kept as text hold it as fields."""
+    text = doc.get("review")
+    if not isinstance(text, str):
+        return CurrentReview.shared(
+            event_id=doc["event_id"],
+            audit_id=doc["audit_id"],
+            audit_title=doc.get("audit_title"),
+            agency_id=doc["agency_id"],
+            agency_type=doc["agency_type"],
+            case_token=doc["case_token"],
+            age_band=doc["age_band"],
+            legal_status=doc["legal_status"],
+            revision=doc["revision"],
+            submitted_at=doc["submitted_at"],
+            findings=[(f["code"], f.get("waited_days")) for f in doc["findings"]],
+        )
+    fields = json.loads(text)
     return CurrentReview.shared(
-        event_id=doc["event_id"],
+        event_id=fields["event_id"],
         audit_id=doc["audit_id"],
-        audit_title=doc.get("audit_title"),
-        agency_id=doc["agency_id"],
-        agency_type=doc["agency_type"],
-        case_token=doc["case_token"],
-        age_band=doc["age_band"],
-        legal_status=doc["legal_status"],
-        revision=doc["revision"],
-        submitted_at=doc["submitted_at"],
-        findings=[(f["code"], f.get("waited_days")) for f in doc["findings"]],
+        audit_title=fields["audit_title"],
+        agency_id=fields["agency_id"],
+        agency_type=fields["agency_type"],
+        case_token=fields["case_token"],
+        age_band=fields["age_band"],
+        legal_status=fields["legal_status"],
+        revision=fields["revision"],
+        submitted_at=datetime.fromisoformat(fields["submitted_at"]),
+        findings=[(code, waited) for code, waited in fields["findings"]],
     )
 
 
@@ -581,7 +611,7 @@ class ThemesStore:
         if not reviews:
             return set()
         ops: list[InsertOne[Document] | UpdateOne] = [
-            InsertOne({"_id": _revision_id(r), "key": r.key, **_review_doc(r)}) for r in reviews
+            InsertOne(review_document(r)) for r in reviews
         ]
         clean = await write_all(self._reviews, ops) == len(ops)
         if not clean:
@@ -614,9 +644,7 @@ class ThemesStore:
             if held is None or held.revision < review.revision:
                 # DuplicateKeyError: another writer stored this very revision meanwhile.
                 with contextlib.suppress(DuplicateKeyError):
-                    await self._reviews.insert_one(
-                        {"_id": _revision_id(review), "key": review.key, **_review_doc(review)}
-                    )
+                    await self._reviews.insert_one(review_document(review))
 
     # --- audits --------------------------------------------------------------------------
 

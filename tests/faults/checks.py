@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from services.themes.store import stored_review
 from shared.mongo import make_client
 from tests.support.pipeline import Pipeline
 from tests.support.workload import Expected
@@ -62,14 +63,13 @@ async def stored_reviews(pipeline: Pipeline) -> dict[tuple[str, str, str], int]:
     """The revision of every current review themes holds, keyed (audit, agency, case token)."""
     client = make_client(pipeline.servers.mongo_url)
     try:
-        docs = client[pipeline.database]["themes_reviews"].find(
-            {}, {"audit_id": 1, "agency_id": 1, "case_token": 1, "revision": 1}
-        )
+        docs = client[pipeline.database]["themes_reviews"].find({})
         # A revision superseded but not yet deleted is no longer the current one.
         held: dict[tuple[str, str, str], int] = {}
-        async for d in docs:
-            key = (d["audit_id"], d["agency_id"], d["case_token"])
-            held[key] = max(held.get(key, 0), d["revision"])
+        async for doc in docs:
+            review = stored_review(doc)
+            key = (review.audit_id, review.agency_id, review.case_token)
+            held[key] = max(held.get(key, 0), review.revision)
         return held
     finally:
         await client.close()

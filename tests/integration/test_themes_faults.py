@@ -381,6 +381,51 @@ async def test_reviews_a_crashed_replica_stored_count_when_they_come_again(rig: 
     assert sorted(d["_id"] for d in held) == sorted(_revision_ids([*first[1:], *again]))
 
 
+async def test_reviews_held_as_fields_are_read_and_superseded_like_the_others(rig: Rig) -> None:
+    first = [
+        event("aud-x", "csc", "C1", 1, DA),
+        event("aud-x", "police", "C2", 1, [*DA, ("neglect", None)]),
+        event("aud-x", "school", "C3", 1, DA),
+    ]
+    themes, _ = rig.replica()
+    await themes.process(rig.batch(first))
+    # The same reviews as the previous layout held them: every field a field of the
+    # document.
+    reviews = rig.db["themes_reviews"]
+    docs = await reviews.find({}).to_list()
+    assert all(isinstance(doc["review"], str) for doc in docs)
+    await reviews.delete_many({})
+    await reviews.insert_many([_review_as_fields(doc) for doc in docs])
+
+    # A replica that remembers nothing reads them; a revision supersedes one of them.
+    later = [
+        event("aud-x", "csc", "C1", 2, [("neglect", None)]),
+        event("aud-x", "gp1", "C4", 1, DA),
+    ]
+    fresh, _ = rig.replica()
+    await fresh.process(rig.batch(later))
+
+    stored = await rig.stored()
+    assert contents(stored) == reference([*first, *later])
+    assert stored["aud-x/neglect"]["content"]["cases_with_theme"] == 2
+    assert_topic_matches_store(await rig.published(), stored)
+    held = await reviews.find({}, {"_id": 1}).to_list()
+    assert sorted(d["_id"] for d in held) == sorted(_revision_ids([*first[1:], *later]))
+
+
+def _review_as_fields(doc: Document) -> Document:
+    """A review's document as the previous layout held it: its fields, not text."""
+    fields = json.loads(doc["review"])
+    return {
+        "_id": doc["_id"],
+        "audit_id": doc["audit_id"],
+        **fields,
+        "key": doc["_id"].rsplit("#", 1)[0],
+        "submitted_at": datetime.fromisoformat(fields["submitted_at"]),
+        "findings": [{"code": code, "waited_days": days} for code, days in fields["findings"]],
+    }
+
+
 def _revision_ids(events: Iterable[ReviewAcceptedV1]) -> list[str]:
     return [f"{CurrentReview.of(e).key}#{e.revision}" for e in events]
 
