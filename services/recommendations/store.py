@@ -38,10 +38,16 @@ class HistoryEntry:
     correlation_id: str | None = None
 
     def to_doc(self) -> Document:
-        """As the action document's `history` holds it."""
+        """As the action document's `pending` and `action_history` hold it: the message and
+        its cause as JSON text, who and why as fields.
+
+        Both are only ever read whole, and one string is far cheaper for the store than the
+        fields: FerretDB keeps a type entry beside every value (the message's evidence has
+        five per theme), and encodes, decodes and PostgreSQL parses each of them on every
+        write and read (docs/performance.md)."""
         return {
-            "message": self.message.model_dump(mode="json"),
-            "cause": self.cause,
+            "message": self.message.model_dump_json(),
+            "cause": json.dumps(self.cause, separators=(",", ":")),
             "by": self.by,
             "note": self.note,
             "correlation_id": self.correlation_id,
@@ -49,10 +55,14 @@ class HistoryEntry:
 
     @classmethod
     def from_doc(cls, doc: Document) -> HistoryEntry:
-        """Back from the action document."""
+        """Back from the action document or the history; entries written before the message
+        and cause were kept as text hold them as fields."""
+        message, cause = doc["message"], doc.get("cause")
         return cls(
-            message=_message(doc["message"]),
-            cause=doc.get("cause") or {},
+            message=ActionV1.model_validate_json(message)
+            if isinstance(message, str)
+            else _message(message),
+            cause=(json.loads(cause) if isinstance(cause, str) else cause) or {},
             by=doc.get("by"),
             note=doc.get("note"),
             correlation_id=doc.get("correlation_id"),

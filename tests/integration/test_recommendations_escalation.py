@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 
 from services.recommendations.domain import action_id
 from services.recommendations.settings import RecommendationsSettings
+from services.recommendations.store import HistoryEntry
 from shared.mongo import Document
 from tests.support.infra import Servers
 from tests.support.kafka import publish, wait_for
@@ -97,7 +98,7 @@ async def test_an_overdue_action_is_escalated_once_across_replicas_and_restarts(
     docs = [doc async for doc in mongo[namespace]["actions"].find({})]
     for doc in docs:
         history = mongo[namespace]["action_history"].find({"action_id": doc["_id"]})
-        events = [h["message"]["event"] async for h in history]
+        events = [HistoryEntry.from_doc(h).message.event.value async for h in history]
         assert len(events) == doc["version"], "every version is in the history"
         assert events.count("escalated") == (0 if doc["_id"] == EDUCATION else 1)
         assert doc["published_version"] == doc["version"]

@@ -3,6 +3,8 @@ theme states stored in the previous layout are moved, newer ones kept."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +86,69 @@ async def test_versions_stored_but_not_published_are_published_on_redelivery(
     async for doc in mongo[namespace]["actions"].find({}):
         assert doc["published_version"] == 1
         assert doc["unpublished"] is False
+
+
+def _entry_as_fields(entry: Document) -> Document:
+    """A history entry as the previous layout held it: its message and cause as fields."""
+    return {**entry, "message": json.loads(entry["message"]), "cause": json.loads(entry["cause"])}
+
+
+async def test_history_entries_held_as_fields_are_published_archived_and_read(
+    servers: Servers, namespace: str, tmp_path: Path, mongo: AsyncMongoClient[Document]
+) -> None:
+    settings = settings_for(servers, namespace, tmp_path)
+    await ensure_topics(servers.kafka_bootstrap, {settings.topic_actions: 4})
+    broker = make_broker(servers.kafka_bootstrap, "recommendations-test")
+    await broker.start()
+    down = True
+
+    async def wire(topic: str, key: bytes, value: bytes, correlation_id: str | None) -> None:
+        if down:
+            raise BrokerWentAwayError("connection lost")
+        await broker.publish(value, topic=topic, key=key, correlation_id=correlation_id)
+
+    db = mongo[namespace]
+    store = RecommendationsStore(db)
+    await store.ensure_indexes()
+    use_case = Recommendations(
+        store=store,
+        publish=wire,
+        routing=default_routing(),
+        taxonomy=default_taxonomy(),
+        actions_topic=settings.topic_actions,
+        lease_s=0.5,
+    )
+    batch = [
+        Incoming(settings.topic_themes, 0, offset, key, value, None)
+        for offset, (key, value) in enumerate(record(s) for s in fixture_snapshots())
+    ]
+    try:
+        with pytest.raises(BrokerWentAwayError):
+            await use_case.process(batch)
+        # The versions stored and not published, as the previous release held them.
+        for doc in await db["actions"].find({}).to_list():
+            assert all(isinstance(entry["message"], str) for entry in doc["pending"])
+            pending = [_entry_as_fields(entry) for entry in doc["pending"]]
+            await db["actions"].update_one({"_id": doc["_id"]}, {"$set": {"pending": pending}})
+        await asyncio.sleep(0.6)  # the failed publisher's leases run out
+        down = False
+        assert (await use_case.process(batch)).published == 4
+    finally:
+        await broker.stop()
+
+    messages = await published(servers, settings)
+    assert all(v == [1] for v in versions_by_action(messages).values())
+    history = db["action_history"]
+    archived = await history.find({}).to_list()
+    assert len(archived) == 4
+    for doc in archived:
+        await history.replace_one({"_id": doc["_id"]}, _entry_as_fields(doc))
+    for message in messages:
+        held = await store.action(message["action_id"])
+        assert held is not None
+        [entry] = held.history
+        assert json.loads(entry.message.to_json()) == message
+        assert entry.cause["snapshots"]
 
 
 def _previous_layout(state: ThemeState, applied_at: datetime) -> Document:
