@@ -178,10 +178,22 @@ class Recommendations:
         fallback: dict[str, str | None] = {}
         for state in latest.values():
             fallback.setdefault(state.audit_id, state.correlation_id)
+        # The first attempt of every audit reads together, actions before snapshots as each
+        # attempt does: one query each for the batch, where a pair per audit kept the store
+        # busiest with the queries themselves.
+        audits = sorted(fallback)
+        actions = await self._store.actions_of_audits(audits)
+        states = await self._store.theme_states_of_audits(audits)
         outcomes = await asyncio.gather(
             *(
-                self._reconcile(audit, now, fallback[audit], causes.get(audit, {}))
-                for audit in sorted(fallback)
+                self._reconcile(
+                    audit,
+                    now,
+                    fallback[audit],
+                    causes.get(audit, {}),
+                    first_read=(actions[audit], states[audit]),
+                )
+                for audit in audits
             )
         )
         recorded = [entry for entries, _, _ in outcomes for entry in entries]
@@ -218,11 +230,14 @@ class Recommendations:
         now: datetime,
         fallback: str | None,
         causes: Mapping[str, Sequence[str]],
+        first_read: tuple[Mapping[str, StoredAction], Sequence[ThemeState]] | None = None,
     ) -> tuple[list[HistoryEntry], dict[str, int], int]:
         """Brings every action of an audit in line with its current patterns.
 
         The actions are read before the snapshots: a writer whose snapshot this read misses
         reads the actions after this one's write, so its own write sees it or conflicts.
+        `first_read` is the actions and snapshots the first attempt starts from, read in that order
+        by the caller; every later attempt reads again.
         `causes` names, per theme, the events behind the batch's snapshots of it.
         Returns the versions written, the versions to publish, and the conflicts met.
         """
@@ -230,8 +245,13 @@ class Recommendations:
         due: dict[str, int] = {}
         pending: set[str] | None = None
         for attempt in range(_MAX_ATTEMPTS):
-            actions = await self._store.actions_of(audit_id)
-            states = await self._store.theme_states(audit_id)
+            actions: Mapping[str, StoredAction]
+            states: Sequence[ThemeState]
+            if attempt == 0 and first_read is not None:
+                actions, states = first_read
+            else:
+                actions = await self._store.actions_of(audit_id)
+                states = await self._store.theme_states(audit_id)
             by_theme = {s.theme: s for s in states}
             routed = route(audit_id, states, self._routing, self._labels)
             groups = set(actions) | set(routed) if pending is None else pending

@@ -342,10 +342,30 @@ class RecommendationsStore:
         doc = await self._states.find_one({"_id": audit_id})
         return [_held_state(held) for held in (doc or {}).get("themes", {}).values()]
 
+    async def theme_states_of_audits(
+        self, audit_ids: Collection[str]
+    ) -> dict[str, list[ThemeState]]:
+        """`theme_states` for each of these audits, in one query."""
+        out: dict[str, list[ThemeState]] = {a: [] for a in audit_ids}
+        if audit_ids:
+            async for doc in self._states.find(any_of("_id", audit_ids)):
+                out[doc["_id"]] = [_held_state(held) for held in doc.get("themes", {}).values()]
+        return out
+
     async def actions_of(self, audit_id: str) -> dict[str, StoredAction]:
         """Every action of an audit by sub-group, without history."""
         cursor = self._actions.find({"audit_id": audit_id}, {"pending": 0})
         return {doc["sub_group"]: _stored(doc) async for doc in cursor}
+
+    async def actions_of_audits(
+        self, audit_ids: Collection[str]
+    ) -> dict[str, dict[str, StoredAction]]:
+        """`actions_of` for each of these audits, in one query."""
+        out: dict[str, dict[str, StoredAction]] = {a: {} for a in audit_ids}
+        if audit_ids:
+            async for doc in self._actions.find(any_of("audit_id", audit_ids), {"pending": 0}):
+                out[doc["audit_id"]][doc["sub_group"]] = _stored(doc)
+        return out
 
     async def action(self, action_id: str) -> StoredAction | None:
         """One action with its history."""
