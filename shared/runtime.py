@@ -18,7 +18,7 @@ from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
 
 from shared.consuming import ConsumerMonitor
-from shared.kafka import ensure_topics, wait_for_kafka
+from shared.kafka import broker_answers, ensure_topics, wait_for_kafka
 from shared.log import configure_logging, get_logger
 from shared.mongo import Document, ping
 from shared.settings import CommonSettings
@@ -56,7 +56,7 @@ def consumer_monitor(
     return ConsumerMonitor(
         group,
         settings.stats_interval_s,
-        {"kafka": lambda: broker.ping(timeout=2.0), "mongodb": lambda: ping(client)},
+        {"kafka": lambda: broker_answers(broker, 2.0), "mongodb": lambda: ping(client)},
     )
 
 

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
-from shared.kafka import ensure_topics
+from shared.kafka import broker_answers, ensure_topics, make_broker
 from shared.mongo import Document
 from tests.support.infra import Servers
 
@@ -181,3 +181,16 @@ async def test_concurrent_single_document_writes_are_atomic(
     assert sum(r.modified_count for r in raced) == 1
     assert await db["counters"].find_one({"_id": "n"}) == {"_id": "n", "n": 200, "rev": 1}
     assert await db["elsewhere"].count_documents({}) == 50
+
+
+async def test_the_broker_check_answers_only_while_the_service_is_connected(
+    servers: Servers,
+) -> None:
+    broker = make_broker(servers.kafka_bootstrap, "check-test")
+    assert not await broker_answers(broker, 1.0)
+    await broker.start()
+    try:
+        assert await broker_answers(broker, 2.0)
+    finally:
+        await broker.stop()
+    assert not await broker_answers(broker, 1.0)
