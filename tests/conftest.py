@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
 from shared.mongo import Document, make_client
@@ -24,10 +26,33 @@ def servers() -> Iterator[Servers]:
         pytest.fail(str(error), pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def namespaces(servers: Servers) -> Iterator[list[str]]:
+    """Every namespace the session's tests used; their topics are deleted at its end, so a
+    broker kept between sessions does not gather thousands of them (every client asking
+    for the cluster's metadata then pays for them all)."""
+    used: list[str] = []
+    yield used
+    asyncio.run(_delete_topics(servers.kafka_bootstrap, used))
+
+
+async def _delete_topics(bootstrap: str, prefixes: Sequence[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(tuple(prefixes))]
+        for start in range(0, len(doomed), 100):
+            await admin.delete_topics(doomed[start : start + 100])
+    finally:
+        await admin.close()
+
+
 @pytest.fixture
-def namespace() -> str:
+def namespace(namespaces: list[str]) -> str:
     """A prefix no other test uses, for topics, groups and the database."""
-    return f"t{uuid.uuid4().hex[:10]}"
+    name = f"t{uuid.uuid4().hex[:10]}"
+    namespaces.append(name)
+    return name
 
 
 def namespaced(servers: Servers, namespace: str, **overrides: Any) -> dict[str, Any]:
