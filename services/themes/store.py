@@ -40,13 +40,17 @@ CAUSES_KEPT = 20
 
 
 @dataclass(frozen=True)
-class HeldCauses:
-    """The lists of events behind its snapshots' versions that an audit's snapshots document
-    held as read: the key each snapshot names (by theme field; one written before the lists
-    were kept once per document names none, and holds its own), and the lists by key."""
+class HeldLists:
+    """The lists an audit's snapshots document held as read, each kept once however many of
+    its snapshots name it: the events behind their versions (`causes`), and the audits each
+    theme recurs in (`recurring`, as JSON text). For each, the key each snapshot names (by
+    theme field; one written before the lists were kept apart names none, and holds its
+    own) and the lists by key."""
 
-    named: Mapping[str, str]
-    lists: Mapping[str, Sequence[str]]
+    causes_named: Mapping[str, str]
+    causes: Mapping[str, Sequence[str]]
+    recurring_named: Mapping[str, str]
+    recurring: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,9 @@ class StoredSnapshot:
     the snapshot's content. `published_version` is the highest version the broker
     acknowledged (kept in the audit's document).
     `pattern_changes` counts flips of `is_pattern`; `propagated_changes` how many of them
-    other audits' `recurring_in` has been brought up to date with. `held_causes` is the
-    document's lists of causes as read, which a write over this snapshot rewrites (None once
-    a write of its own changed them: `committed_state`).
+    other audits' `recurring_in` has been brought up to date with. `held_lists` is the
+    document's lists of causes and of recurrences as read, which a write over this snapshot
+    rewrites (None once a write of its own changed them: `committed_state`).
     """
 
     snapshot: Snapshot
@@ -69,7 +73,7 @@ class StoredSnapshot:
     pattern_changes: int
     propagated_changes: int
     caused_by: tuple[str, ...]
-    held_causes: HeldCauses | None = None
+    held_lists: HeldLists | None = None
 
     @property
     def key(self) -> str:
@@ -108,13 +112,17 @@ def _stored_snapshots(
     """The snapshots an audit's document holds (those of the themes in `wanted`, or all)."""
     versions = published.get(doc["_id"], {})
     by_theme: Document = doc.get("by_theme", {})
-    causes = HeldCauses(
-        {field: held["cause"] for field, held in by_theme.items() if "cause" in held},
-        doc.get("causes", {}),
+    lists = HeldLists(
+        causes_named={f: held["cause"] for f, held in by_theme.items() if "cause" in held},
+        causes=doc.get("causes", {}),
+        recurring_named={
+            f: held["recurring"] for f, held in by_theme.items() if "recurring" in held
+        },
+        recurring=doc.get("recurring", {}),
     )
     found = []
     for field, held in by_theme.items():
-        content = _content(held)
+        content = _content(held, lists.recurring)
         if wanted is not None and content.theme not in wanted:
             continue
         found.append(
@@ -132,9 +140,9 @@ def _stored_snapshots(
                 caused_by=tuple(
                     held["caused_by"]
                     if "caused_by" in held
-                    else causes.lists.get(held["cause"], ())
+                    else lists.causes.get(held["cause"], ())
                 ),
-                held_causes=causes,
+                held_lists=lists,
             )
         )
     return found
@@ -155,29 +163,57 @@ def _cause_key(causes: Sequence[str]) -> str:
     return hashlib.blake2b("\n".join(causes).encode(), digest_size=8).hexdigest()
 
 
-def _content_text(content: ThemeContent) -> str:
-    """A snapshot's content as its audit's document keeps it: the JSON text of its fields.
-
-    It is only ever read whole, never queried into, and one string is far cheaper for the
-    store to write and read back than the nested fields: FerretDB keeps a type entry beside
-    every value (for `recurring_in`, one per audit), and encodes, decodes and PostgreSQL
-    parses each of them on every rewrite of the document (docs/performance.md)."""
-    return content.model_dump_json()
+def _recurring_key(audits: Sequence[str]) -> str:
+    """The key of a `recurring_in` list in its audit's document, made from the list itself,
+    so the themes that recur in the same audits share one entry."""
+    return hashlib.blake2b("\n".join(audits).encode(), digest_size=8).hexdigest()
 
 
-def _content(held: Document) -> ThemeContent:
-    """A snapshot's content from its entry in its audit's document; documents written before
-    the content was kept as text hold it as fields."""
+def _content_fields(content: ThemeContent) -> Document:
+    """A snapshot's content as its audit's document keeps it: the JSON text of its fields
+    but `recurring_in`, and the key of that list in the document's `recurring`, which holds
+    each list its snapshots name once, as JSON text (`_recurring_lists`).
+
+    The content is only ever read whole, never queried into, and one string is far cheaper
+    for the store to write and read back than the nested fields: FerretDB keeps a type entry
+    beside every value, and encodes, decodes and PostgreSQL parses each of them on every
+    rewrite of the document. The lists are kept apart because they were most of the
+    document: a theme that is a pattern across many audits names them all, in every theme
+    that is (docs/performance.md)."""
+    return {
+        "content": content.model_dump_json(exclude={"recurring_in"}),
+        "recurring": _recurring_key(content.recurring_in),
+    }
+
+
+def _recurring_lists(contents: Iterable[ThemeContent]) -> dict[str, str]:
+    """The `recurring` entries these contents name, by key."""
+    return {
+        _recurring_key(c.recurring_in): json.dumps(list(c.recurring_in), separators=(",", ":"))
+        for c in contents
+    }
+
+
+def _content(held: Document, recurring: Mapping[str, str]) -> ThemeContent:
+    """A snapshot's content from its entry in its audit's document and the document's
+    `recurring` lists. Entries written before the lists were kept apart hold theirs in the
+    text, and those written before the content was kept as text hold it as fields."""
     raw = held["content"]
-    if isinstance(raw, str):
+    if not isinstance(raw, str):
+        return ThemeContent.model_validate(raw)
+    if "recurring" not in held:
         return ThemeContent.model_validate_json(raw)
-    return ThemeContent.model_validate(raw)
+    # The text is a JSON object: the list goes in before its closing brace, so the whole
+    # is parsed once.
+    return ThemeContent.model_validate_json(
+        f'{raw[:-1]},"recurring_in":{recurring[held["recurring"]]}}}'
+    )
 
 
 def _theme_doc(revised: Snapshot, content: ThemeContent, cause: str) -> Document:
     """A new snapshot's entry in its audit's document, `cause` the key of its causes."""
     return {
-        "content": _content_text(content),
+        **_content_fields(content),
         "version": revised.version,
         "computed_at": revised.computed_at,
         "cause": cause,
@@ -229,12 +265,15 @@ def _audit_write(
                 "rev": 1,
                 **_theme_lists(commits),
                 "causes": lists,
+                "recurring": _recurring_lists(content for _, _, content, _ in commits),
                 "by_theme": by_theme,
             }
         )
-    read = _held_causes(commits)
-    named = dict(read.named)
-    lists = dict(read.lists)
+    read = _held_lists(commits)
+    named = dict(read.causes_named)
+    lists = dict(read.causes)
+    recurring_named = dict(read.recurring_named)
+    recurring = dict(read.recurring)
     sets: Document = _theme_lists(commits) if complete else {}
     incs: dict[str, int] = {"rev": 1}
     # What documents written before this layout held: the list of patterns (now in the
@@ -250,6 +289,8 @@ def _audit_write(
             named[theme] = _cause_key(kept)
             lists[named[theme]] = kept
             sets[field] = _theme_doc(revised, content, named[theme])
+            recurring_named[theme] = sets[field]["recurring"]
+            recurring |= _recurring_lists([content])
             continue
         if revised is not None or complete:
             kept = _kept(why) if revised is not None else list(held.caused_by)
@@ -257,10 +298,16 @@ def _audit_write(
             lists[named[theme]] = kept
             sets[f"{field}.cause"] = named[theme]
             unsets[f"{field}.caused_by"] = ""
+        if revised is not None or complete:
+            # A recompute writes every entry's content, so entries written before the lists
+            # were kept apart are brought into this layout.
+            written = _content_fields(content)
+            sets |= {f"{field}.{name}": value for name, value in written.items()}
+            recurring_named[theme] = written["recurring"]
+            recurring |= _recurring_lists([content])
         if revised is None:
             continue
         sets |= {
-            f"{field}.content": _content_text(content),
             f"{field}.version": revised.version,
             f"{field}.computed_at": revised.computed_at,
         }
@@ -268,20 +315,21 @@ def _audit_write(
             assert complete, "only a recompute flips a pattern"
             incs[f"{field}.pattern_changes"] = 1
     sets["causes"] = {key: list(lists[key]) for key in sorted(set(named.values()))}
+    sets["recurring"] = {key: recurring[key] for key in sorted(set(recurring_named.values()))}
     update: Document = {"$inc": incs, "$set": sets}
     if unsets:
         update["$unset"] = unsets
     return UpdateOne({"_id": audit_id, "rev": rev}, update)
 
 
-def _held_causes(commits: Sequence[SnapshotCommit]) -> HeldCauses:
-    """The lists of causes the audit's document held when these commits' snapshots (one
-    audit's, read at one `rev`) were read."""
+def _held_lists(commits: Sequence[SnapshotCommit]) -> HeldLists:
+    """The lists of causes and of recurrences the audit's document held when these commits'
+    snapshots (one audit's, read at one `rev`) were read."""
     for held, *_ in commits:
         if held is not None:
-            assert held.held_causes is not None, "a snapshot written over is one read"
-            return held.held_causes
-    return HeldCauses({}, {})
+            assert held.held_lists is not None, "a snapshot written over is one read"
+            return held.held_lists
+    return HeldLists({}, {}, {}, {})
 
 
 def _theme_lists(commits: Sequence[SnapshotCommit]) -> Document:
@@ -292,7 +340,8 @@ def _theme_lists(commits: Sequence[SnapshotCommit]) -> Document:
 
 def _patterns(doc: Document) -> list[str]:
     """The themes that are patterns in an audit's snapshots document."""
-    contents = (_content(held) for held in doc.get("by_theme", {}).values())
+    recurring = doc.get("recurring", {})
+    contents = (_content(held, recurring) for held in doc.get("by_theme", {}).values())
     return sorted(c.theme for c in contents if c.is_pattern)
 
 
@@ -321,11 +370,11 @@ def committed_state(commit: SnapshotCommit, rev: int) -> StoredSnapshot:
             caused_by=tuple(causes[:CAUSES_KEPT]),
         )
     if revised is None:
-        return replace(held, rev=rev, held_causes=None)
+        return replace(held, rev=rev, held_lists=None)
     flipped = content.is_pattern != held.snapshot.content.is_pattern
     return replace(
         held,
-        held_causes=None,
+        held_lists=None,
         snapshot=revised,
         rev=rev,
         pattern_changes=held.pattern_changes + (1 if flipped else 0),

@@ -430,9 +430,84 @@ def _revision_ids(events: Iterable[ReviewAcceptedV1]) -> list[str]:
     return [f"{CurrentReview.of(e).key}#{e.revision}" for e in events]
 
 
-def _content_as_fields(held: Document) -> Document:
-    """A snapshot's entry as the previous layouts held it: its content as fields, not text."""
-    return {**held, "content": json.loads(held["content"])}
+def _entries_as_fields(doc: Document) -> list[Document]:
+    """A snapshots document's entries as the layouts before text held them: each content as
+    fields, its `recurring_in` among them."""
+    return [
+        {
+            **{name: value for name, value in held.items() if name != "recurring"},
+            "content": {
+                **json.loads(held["content"]),
+                "recurring_in": json.loads(doc["recurring"][held["recurring"]]),
+            },
+        }
+        for held in doc["by_theme"].values()
+    ]
+
+
+def _entries_as_text(doc: Document) -> dict[str, Document]:
+    """A snapshots document's entries as the layout before the `recurring` lists held them:
+    each content as text, its `recurring_in` in it."""
+    entries = {}
+    for field, held in doc["by_theme"].items():
+        content = json.loads(held["content"])
+        content["recurring_in"] = json.loads(doc["recurring"][held["recurring"]])
+        entry = {name: value for name, value in held.items() if name != "recurring"}
+        entries[field] = {**entry, "content": json.dumps(content)}
+    return entries
+
+
+async def test_snapshots_holding_their_recurrence_in_their_text_are_read_and_rewritten(
+    rig: Rig,
+) -> None:
+    first = [
+        event("aud-x", "csc", "C1", 1, DA),
+        event("aud-x", "police", "C2", 1, [*DA, ("neglect", None)]),
+        event("aud-y", "csc", "C1", 1, DA),
+        event("aud-y", "police", "C2", 1, DA),
+    ]
+    themes, _ = rig.replica()
+    await themes.process(rig.batch(first))
+    before = await rig.stored()
+    assert before["aud-x/domestic_abuse"]["content"]["recurring_in"] == ["aud-y"]
+    snapshots = rig.db["themes_snapshots"]
+    for doc in await snapshots.find({}).to_list():
+        assert set(doc["recurring"]) == {held["recurring"] for held in doc["by_theme"].values()}
+        previous = {name: value for name, value in doc.items() if name != "recurring"}
+        await snapshots.replace_one(
+            {"_id": doc["_id"]}, {**previous, "by_theme": _entries_as_text(doc)}
+        )
+    assert await rig.stored() == before
+
+    # A third audit where the theme becomes a pattern refreshes only the others' snapshots
+    # of it, leaving the rest of their documents as they were.
+    third = [event("aud-z", "csc", "C1", 1, DA), event("aud-z", "school", "C2", 1, DA)]
+    fresh, _ = rig.replica()
+    await fresh.process(rig.batch(third))
+    stored = await rig.stored()
+    assert contents(stored) == reference([*first, *third])
+    assert stored["aud-y/domestic_abuse"]["content"]["recurring_in"] == ["aud-x", "aud-z"]
+    # The refresh wrote its entry in this layout, with the one list it names, and left the
+    # other entry as it was.
+    refreshed = await snapshots.find_one({"_id": "aud-x"})
+    assert refreshed is not None
+    assert "recurring" not in refreshed["by_theme"]["neglect"]
+    named = refreshed["by_theme"]["domestic_abuse"]["recurring"]
+    assert list(refreshed["recurring"]) == [named]
+    # A recompute writes every entry of the audit afresh, with exactly the lists they name.
+    later = event("aud-x", "school", "C3", 1, DA)
+    await fresh.process(rig.batch([later]))
+    stored = await rig.stored()
+    assert contents(stored) == reference([*first, *third, later])
+    assert_topic_matches_store(await rig.published(), stored)
+    recomputed = await snapshots.find_one({"_id": "aud-x"})
+    assert recomputed is not None
+    entries = recomputed["by_theme"].values()
+    assert all("recurring_in" not in json.loads(held["content"]) for held in entries)
+    assert set(recomputed["recurring"]) == {held["recurring"] for held in entries}
+    named = recomputed["by_theme"]["domestic_abuse"]["recurring"]
+    assert json.loads(recomputed["recurring"][named]) == ["aud-y", "aud-z"]
+    assert len(recomputed["recurring"]) == 2
 
 
 async def test_snapshots_in_the_previous_layout_are_moved_and_their_versions_go_on(
@@ -464,7 +539,7 @@ async def test_snapshots_in_the_previous_layout_are_moved_and_their_versions_go_
                 "caused_by": doc["causes"][held["cause"]],
             }
             for doc in docs
-            for held in map(_content_as_fields, doc["by_theme"].values())
+            for held in _entries_as_fields(doc)
         ]
     )
     await snapshots.create_index("audit_id")
@@ -525,7 +600,7 @@ async def test_audits_committed_before_they_listed_their_patterns_are_given_the_
     async for doc in snapshots.find({}):
         patterns = sorted(
             held["content"]["theme"]
-            for held in map(_content_as_fields, doc["by_theme"].values())
+            for held in _entries_as_fields(doc)
             if held["content"]["is_pattern"]
         )
         await snapshots.update_one({"_id": doc["_id"]}, {"$set": {"patterns": patterns}})
