@@ -467,33 +467,26 @@ def stored_review(doc: Document) -> CurrentReview:
     """The review a `themes_reviews` document holds; documents written before reviews were
     kept as text hold it as fields."""
     text = doc.get("review")
-    if not isinstance(text, str):
-        return CurrentReview.shared(
-            event_id=doc["event_id"],
-            audit_id=doc["audit_id"],
-            audit_title=doc.get("audit_title"),
-            agency_id=doc["agency_id"],
-            agency_type=doc["agency_type"],
-            case_token=doc["case_token"],
-            age_band=doc["age_band"],
-            legal_status=doc["legal_status"],
-            revision=doc["revision"],
-            submitted_at=doc["submitted_at"],
-            findings=[(f["code"], f.get("waited_days")) for f in doc["findings"]],
-        )
-    fields = json.loads(text)
+    if isinstance(text, str):
+        fields = json.loads(text)
+        submitted_at = datetime.fromisoformat(fields["submitted_at"])
+        findings = [(code, waited) for code, waited in fields["findings"]]
+    else:
+        fields = doc
+        submitted_at = doc["submitted_at"]
+        findings = [(f["code"], f.get("waited_days")) for f in doc["findings"]]
     return CurrentReview.shared(
         event_id=fields["event_id"],
         audit_id=doc["audit_id"],
-        audit_title=fields["audit_title"],
+        audit_title=fields.get("audit_title"),
         agency_id=fields["agency_id"],
         agency_type=fields["agency_type"],
         case_token=fields["case_token"],
         age_band=fields["age_band"],
         legal_status=fields["legal_status"],
         revision=fields["revision"],
-        submitted_at=datetime.fromisoformat(fields["submitted_at"]),
-        findings=[(code, waited) for code, waited in fields["findings"]],
+        submitted_at=submitted_at,
+        findings=findings,
     )
 
 

@@ -14,7 +14,8 @@ from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
 from services.recommendations.domain import ThemeState
-from services.recommendations.process import Incoming, Recommendations
+from services.recommendations.process import Incoming, Publish, Recommendations
+from services.recommendations.settings import RecommendationsSettings
 from services.recommendations.store import RecommendationsStore
 from shared.kafka import ensure_topics, make_broker
 from shared.mongo import Document, theme_field
@@ -29,6 +30,33 @@ pytestmark = pytest.mark.integration
 
 class BrokerWentAwayError(RuntimeError):
     """The injected fault."""
+
+
+async def _use_case(
+    store: RecommendationsStore,
+    publish: Publish,
+    settings: RecommendationsSettings,
+    *,
+    lease_s: float,
+) -> Recommendations:
+    """The use case over the real store (indexes made), publishing through `publish`."""
+    await store.ensure_indexes()
+    return Recommendations(
+        store=store,
+        publish=publish,
+        routing=default_routing(),
+        taxonomy=default_taxonomy(),
+        actions_topic=settings.topic_actions,
+        lease_s=lease_s,
+    )
+
+
+def _fixture_batch(settings: RecommendationsSettings) -> list[Incoming]:
+    """The fixture audit's snapshots as one batch from the themes topic."""
+    return [
+        Incoming(settings.topic_themes, 0, offset, key, value, None)
+        for offset, (key, value) in enumerate(record(s) for s in fixture_snapshots())
+    ]
 
 
 async def test_versions_stored_but_not_published_are_published_on_redelivery(
@@ -49,19 +77,8 @@ async def test_versions_stored_but_not_published_are_published_on_redelivery(
         await broker.publish(value, topic=topic, key=key, correlation_id=correlation_id)
 
     store = RecommendationsStore(mongo[namespace])
-    await store.ensure_indexes()
-    use_case = Recommendations(
-        store=store,
-        publish=flaky,
-        routing=default_routing(),
-        taxonomy=default_taxonomy(),
-        actions_topic=settings.topic_actions,
-        lease_s=2.0,
-    )
-    batch = [
-        Incoming(settings.topic_themes, 0, offset, key, value, None)
-        for offset, (key, value) in enumerate(record(s) for s in fixture_snapshots())
-    ]
+    use_case = await _use_case(store, flaky, settings, lease_s=2.0)
+    batch = _fixture_batch(settings)
     try:
         with pytest.raises(BrokerWentAwayError):
             await use_case.process(batch)
@@ -109,19 +126,8 @@ async def test_history_entries_held_as_fields_are_published_archived_and_read(
 
     db = mongo[namespace]
     store = RecommendationsStore(db)
-    await store.ensure_indexes()
-    use_case = Recommendations(
-        store=store,
-        publish=wire,
-        routing=default_routing(),
-        taxonomy=default_taxonomy(),
-        actions_topic=settings.topic_actions,
-        lease_s=0.5,
-    )
-    batch = [
-        Incoming(settings.topic_themes, 0, offset, key, value, None)
-        for offset, (key, value) in enumerate(record(s) for s in fixture_snapshots())
-    ]
+    use_case = await _use_case(store, wire, settings, lease_s=0.5)
+    batch = _fixture_batch(settings)
     try:
         with pytest.raises(BrokerWentAwayError):
             await use_case.process(batch)

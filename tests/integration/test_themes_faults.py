@@ -33,6 +33,13 @@ from tests.unit.test_themes_property import event, reference
 pytestmark = pytest.mark.integration
 
 DA = [("domestic_abuse", None)]
+# Two audits where domestic abuse is a pattern, and neglect a theme of the first only.
+TWO_AUDITS = [
+    event("aud-x", "csc", "C1", 1, DA),
+    event("aud-x", "police", "C2", 1, [*DA, ("neglect", None)]),
+    event("aud-y", "csc", "C1", 1, DA),
+    event("aud-y", "police", "C2", 1, DA),
+]
 LEASE_S = 2.0
 
 
@@ -460,12 +467,7 @@ def _entries_as_text(doc: Document) -> dict[str, Document]:
 async def test_snapshots_holding_their_recurrence_in_their_text_are_read_and_rewritten(
     rig: Rig,
 ) -> None:
-    first = [
-        event("aud-x", "csc", "C1", 1, DA),
-        event("aud-x", "police", "C2", 1, [*DA, ("neglect", None)]),
-        event("aud-y", "csc", "C1", 1, DA),
-        event("aud-y", "police", "C2", 1, DA),
-    ]
+    first = TWO_AUDITS
     themes, _ = rig.replica()
     await themes.process(rig.batch(first))
     before = await rig.stored()
@@ -513,12 +515,7 @@ async def test_snapshots_holding_their_recurrence_in_their_text_are_read_and_rew
 async def test_snapshots_in_the_previous_layout_are_moved_and_their_versions_go_on(
     rig: Rig,
 ) -> None:
-    first = [
-        event("aud-x", "csc", "C1", 1, DA),
-        event("aud-x", "police", "C2", 1, [*DA, ("neglect", None)]),
-        event("aud-y", "csc", "C1", 1, DA),
-        event("aud-y", "police", "C2", 1, DA),
-    ]
+    first = TWO_AUDITS
     themes, _ = rig.replica()
     await themes.process(rig.batch(first))
     before = await rig.stored()
