@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
@@ -156,11 +157,22 @@ async def broker_answers(broker: KafkaBroker, timeout_s: float) -> bool:
     cluster's (aiokafka's `describe_cluster` decodes every topic and partition, then drops
     them), which costs in proportion to the topics on the cluster: about 56 ms of the
     service's CPU a check with 1,500 topics of four partitions, where this costs under 2 ms
-    whatever the cluster holds."""
+    whatever the cluster holds. As `ping` does, a request that fails is asked again until
+    the time is up: the first ones after the broker comes back fail while the connection is
+    made again."""
+    try:
+        admin = broker.config.admin_client
+    except IncorrectState:
+        # Not connected (not started yet, or stopped).
+        return False
     try:
         async with asyncio.timeout(timeout_s):
-            await broker.config.admin_client.describe_topics([])
-    except Exception:
-        # Not connected yet (FastStream raises), unreachable, or too slow: no answer.
+            while True:
+                try:
+                    await admin.describe_topics([])
+                except Exception:
+                    await asyncio.sleep(timeout_s / 10)
+                else:
+                    return True
+    except TimeoutError:
         return False
-    return True
