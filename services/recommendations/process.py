@@ -236,8 +236,8 @@ class Recommendations:
 
         The actions are read before the snapshots: a writer whose snapshot this read misses
         reads the actions after this one's write, so its own write sees it or conflicts.
-        `first_read` is the actions and snapshots the first attempt starts from, read in that order
-        by the caller; every later attempt reads again.
+        `first_read` is the actions and snapshots the first attempt starts from, read in that
+        order by the caller; every later attempt reads again.
         `causes` names, per theme, the events behind the batch's snapshots of it.
         Returns the versions written, the versions to publish, and the conflicts met.
         """

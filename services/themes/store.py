@@ -243,9 +243,10 @@ def _audit_write(
     theme nor a change of `is_pattern` may be among them.
 
     A snapshot names the events behind its version by a key into the document's `causes`,
-    which the snapshots a commit revises share (one list instead of one per theme); every
-    write rewrites `causes` to hold exactly the lists its snapshots then name, from the lists
-    as read (the write is conditional on the `rev` they were read at).
+    which the snapshots a commit revises share (one list instead of one per theme), and the
+    audits it recurs in by a key into `recurring` likewise; every write rewrites both to hold
+    exactly the lists its snapshots then name, from the lists as read (the write is
+    conditional on the `rev` they were read at).
     """
     rev = _read_rev(commits)
     if rev is None:
@@ -298,7 +299,6 @@ def _audit_write(
             lists[named[theme]] = kept
             sets[f"{field}.cause"] = named[theme]
             unsets[f"{field}.caused_by"] = ""
-        if revised is not None or complete:
             # A recompute writes every entry's content, so entries written before the lists
             # were kept apart are brought into this layout.
             written = _content_fields(content)
