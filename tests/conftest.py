@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -33,7 +34,11 @@ def namespaces(servers: Servers) -> Iterator[list[str]]:
     for the cluster's metadata then pays for them all)."""
     used: list[str] = []
     yield used
-    asyncio.run(_delete_topics(servers.kafka_bootstrap, used))
+    try:
+        asyncio.run(_delete_topics(servers.kafka_bootstrap, used))
+    except Exception as error:
+        # Tidying up, not a check: the session's verdict stands either way.
+        warnings.warn(f"the tests' topics were not deleted: {error!r}", stacklevel=1)
 
 
 async def _delete_topics(bootstrap: str, prefixes: Sequence[str]) -> None:

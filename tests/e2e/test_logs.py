@@ -47,12 +47,15 @@ def _get(url: str) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def run(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def run(
+    servers: Servers, namespaces: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Run]:
     """The services as processes, logging under <local_dir>/logs/ where `casereview ops` looks;
     the demo submits the reference audit and waits until the pipeline is quiet; then the
     services are stopped, so their logs are complete."""
     local = tmp_path_factory.mktemp("ops")
     namespace = f"t{uuid.uuid4().hex[:10]}"
+    namespaces.append(namespace)
     ports = {name: free_port() for name in SERVICES}
     values = process_values(servers, namespace, local, ports, stats_interval_s=INTERVAL_S)
     (local / "logs").mkdir()
