@@ -52,12 +52,18 @@ async def _delete_topics(bootstrap: str, prefixes: Sequence[str]) -> None:
         await admin.close()
 
 
-@pytest.fixture
-def namespace(namespaces: list[str]) -> str:
-    """A prefix no other test uses, for topics, groups and the database."""
+def fresh_namespace(namespaces: list[str]) -> str:
+    """A prefix nothing else uses, for topics, groups and the database, whose topics are
+    deleted at the end of the session (`namespaces`)."""
     name = f"t{uuid.uuid4().hex[:10]}"
     namespaces.append(name)
     return name
+
+
+@pytest.fixture
+def namespace(namespaces: list[str]) -> str:
+    """A prefix no other test uses, for topics, groups and the database."""
+    return fresh_namespace(namespaces)
 
 
 def namespaced(servers: Servers, namespace: str, **overrides: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pymongo import MongoClient
 
 from services.cli import ops
 from shared.mongo import Document
+from tests.conftest import fresh_namespace
 from tests.e2e.test_demo import casereview
 from tests.support.infra import Servers
 from tests.support.kafka import read_all
@@ -54,8 +55,7 @@ def run(
     the demo submits the reference audit and waits until the pipeline is quiet; then the
     services are stopped, so their logs are complete."""
     local = tmp_path_factory.mktemp("ops")
-    namespace = f"t{uuid.uuid4().hex[:10]}"
-    namespaces.append(namespace)
+    namespace = fresh_namespace(namespaces)
     ports = {name: free_port() for name in SERVICES}
     values = process_values(servers, namespace, local, ports, stats_interval_s=INTERVAL_S)
     (local / "logs").mkdir()
