@@ -191,8 +191,8 @@ async def pipeline_phase(
         shape = {"audits": args.latency_audits, "markers": load.events}
     reference = phases.reference_of(warm, load)
     phases.console.print(f"[bold]{name}[/]: {load.events:,} records ({shape}), namespace {ns}")
-    positions: dict[str, list[str]] | None = {} if name == "latency" else None
-    run = await phases.open_run(pipeline, phases.reference_themes(reference), positions)
+    forwarded = phases.Forwarded() if name == "latency" else None
+    run = await phases.open_run(pipeline, phases.reference_themes(reference), forwarded)
     result: dict[str, Any] = {"namespace": ns, "load": shape}
     servers_before = {k: sample_server(k, pid) for k, pid in where.pids.items()}
     try:
@@ -202,8 +202,8 @@ async def pipeline_phase(
                 run, load, reference, timeout_s, pipeline.workdir if args.profile else None
             )
         else:
-            assert positions is not None
-            result |= await phases.latency(run, load, args.latency_rate, timeout_s, positions)
+            assert forwarded is not None
+            result |= await phases.latency(run, load, args.latency_rate, timeout_s, forwarded)
         servers_after = {k: sample_server(k, pid) for k, pid in where.pids.items()}
         result["servers_cpu_s"] = phases.Window.cpu(servers_after, servers_before)
         phases.console.print("  settling before the correctness check…")

@@ -410,11 +410,29 @@ async def throughput(
     return result
 
 
+@dataclass
+class Forwarded:
+    """What intake forwarded to themes, as the watcher saw it: each audit's reviews in the
+    order they were forwarded, and when each was first seen on the accepted topic."""
+
+    order: dict[str, list[str]] = field(default_factory=dict)
+    seen_at: dict[str, float] = field(default_factory=dict)
+
+    def on_record(self, record: Any, seen: float) -> None:
+        doc = json.loads(record.value)
+        # A redelivered review keeps the position it was first forwarded at.
+        if doc["event_id"] not in self.seen_at:
+            self.seen_at[doc["event_id"]] = seen
+            self.order.setdefault(doc["audit_id"], []).append(doc["event_id"])
+
+
 async def latency(
-    run: Run, load: Load, offered: float, timeout_s: float, positions: dict[str, list[str]]
+    run: Run, load: Load, offered: float, timeout_s: float, forwarded: Forwarded
 ) -> dict[str, Any]:
     """Markers at a paced rate; each one's latency runs from its send to the first snapshot
-    that counts its case (see `stats.reflected_at`)."""
+    that counts its case (see `stats.reflected_at`). Split at the moment the watcher saw it
+    forwarded on the accepted topic: intake's part, and themes' with the hops around it."""
+    positions = forwarded.order
     pipeline, snapshots = run.pipeline, run.snapshots
     ids = [e["event_id"] for e in load.valid]
     audit_of = {e["event_id"]: e["audit_id"] for e in load.valid}
@@ -450,6 +468,13 @@ async def latency(
     # A marker never reflected within the timeout counts as infinitely late, so a percentile
     # that falls among them is reported as unknown rather than flattered.
     latencies = [when[e] - sent_at[e] if e in when else math.inf for e in ids]
+    through_intake = [
+        forwarded.seen_at[e] - sent_at[e] if e in forwarded.seen_at else math.inf for e in ids
+    ]
+    after_intake = [
+        when[e] - forwarded.seen_at[e] if e in when and e in forwarded.seen_at else math.inf
+        for e in ids
+    ]
     by_audit_missing = sum(1 for e in ids if e not in when)
     sending = finished_sending - started
     return {
@@ -461,6 +486,8 @@ async def latency(
         "sending_seconds": round(sending, 3),
         "unreflected": by_audit_missing,
         "latency": latency_summary(latencies),
+        "latency_to_accepted": latency_summary(through_intake),
+        "latency_accepted_to_snapshot": latency_summary(after_intake),
         **cpu_report(Window.cpu(after, before), len(ids)),
         "store": store_report(store_before, store_after, sampled),
     }
@@ -469,7 +496,7 @@ async def latency(
 async def open_run(
     pipeline: Pipeline,
     want: dict[str, dict[str, Any]],
-    positions: dict[str, list[str]] | None,
+    forwarded: Forwarded | None,
 ) -> Run:
     """Starts the services and the watchers on a fresh namespace."""
     try:
@@ -485,17 +512,8 @@ async def open_run(
         pipeline.topic("themes"): snapshots.on_record,
         pipeline.topic("actions"): actions.on_record,
     }
-    if positions is not None:
-        forwarded: set[str] = set()
-
-        def on_accepted(record: Any, _: float) -> None:
-            doc = json.loads(record.value)
-            # A redelivered review keeps the position it was first forwarded at.
-            if doc["event_id"] not in forwarded:
-                forwarded.add(doc["event_id"])
-                positions.setdefault(doc["audit_id"], []).append(doc["event_id"])
-
-        handlers[pipeline.topic("accepted")] = on_accepted
+    if forwarded is not None:
+        handlers[pipeline.topic("accepted")] = forwarded.on_record
     watcher = Watcher(pipeline.bootstrap, handlers)
     await watcher.start()
     return Run(pipeline, lag, watcher, snapshots, actions)

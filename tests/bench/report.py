@@ -120,6 +120,20 @@ def table(results: dict[str, Any]) -> Table:
             "p99 ≤ 250 ms",
             _met(False if never and p99_unknown(summary_ms) else met["latency"]),
         )
+        for part, label in (
+            ("latency_to_accepted", "  send → seen accepted (intake)"),
+            ("latency_accepted_to_snapshot", "  seen accepted → snapshot (themes)"),
+        ):
+            if part in lat:
+                grid.add_row(
+                    label,
+                    " / ".join(
+                        _num(v, " ms") if (v := lat[part].get(q)) is not None else "> wait"
+                        for q in ("p50_ms", "p95_ms", "p99_ms")
+                    ),
+                    "",
+                    "",
+                )
     for name, mib in sorted(head["peak_rss_mib"].items()):
         grid.add_row(f"peak RSS {name}", _num(mib, " MiB", 1), "≤ 200 MB", _met(mib <= 200))
     for label, phase in (("throughput", through), ("latency", lat), ("passthrough", base)):

@@ -244,6 +244,8 @@ async def test_a_crash_after_storing_is_made_good_by_the_redelivery(rig: Rig) ->
     assert summary["partition"] == 0
     assert summary["topic"] == rig.settings.topic_accepted
     assert isinstance(summary["duration_ms"], float)
+    assert list(summary["steps_ms"]) == ["read", "store", "recompute", "publish"]
+    assert sum(summary["steps_ms"].values()) <= summary["duration_ms"] + 0.5
     for line in logs:
         if line["event"] == "snapshot published":
             assert line["correlation_id"] in event_ids
