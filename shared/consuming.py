@@ -258,6 +258,7 @@ def subscribe_batches(
     fetch_bytes: int = DEFAULT_FETCH_BYTES,
     backlog_records: int = 0,
     backlog_pause_s: float = 0.0,
+    batch_interval_s: float = 0.0,
 ) -> None:
     """Consumes `topic` in batches of up to `max_records` as `group`: each aiokafka record is
     turned into what `process` takes by `decode`, and offsets move only after `process`
@@ -269,7 +270,11 @@ def subscribe_batches(
     after `backlog_pause_s`, so that it gathers what arrives meanwhile: for a
     `process` whose cost is mostly per batch, not per record, fewer and bigger batches are
     less work in all, which leaves the processes it shares cores with more of them. A
-    stream whose batches stay smaller never waits."""
+    stream whose batches stay smaller never waits.
+
+    `batch_interval_s` spaces batches whatever their size: the next is taken no sooner than
+    that long after this one was, so a steady stream comes in batches of that many seconds'
+    records, each record waiting at most that long."""
     subscriber = broker.subscriber(
         topic,
         group_id=group,
@@ -284,11 +289,15 @@ def subscribe_batches(
 
     @subscriber
     async def on_batch(message: InjectedMessage) -> None:
+        taken = time.monotonic()
         batch = [decode(r) for r in records_of(message)]
 
         async def work() -> None:
             await process(batch)
 
         await settle(message, work, monitor=monitor)
+        pause = batch_interval_s - (time.monotonic() - taken)
         if backlog_pause_s > 0 and len(batch) >= backlog_records:
-            await asyncio.sleep(backlog_pause_s)
+            pause = max(pause, backlog_pause_s)
+        if pause > 0:
+            await asyncio.sleep(pause)

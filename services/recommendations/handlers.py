@@ -55,6 +55,7 @@ def subscribe(
         monitor=monitor,
         decode=_incoming,
         process=use_case.process,
+        batch_interval_s=settings.recommendations_batch_interval_s,
     )
 
 

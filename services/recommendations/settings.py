@@ -29,6 +29,16 @@ class RecommendationsSettings(CommonSettings):
     recommendations_batch_max: int = Field(
         default=2000, gt=0, title="Most snapshots handled per batch"
     )
+    recommendations_batch_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        title="Least seconds between the starts of two batches of snapshots",
+        description="Every new case changes the evidence of every action of its audit, so "
+        "each batch that touches an audit writes and publishes a version of each of its "
+        "actions: spacing the batches makes one version of the picture a second instead of "
+        "one per themes batch, for a fraction of the store's work, and delays an action "
+        "by at most this long (docs/performance.md). 0: take each batch as soon as it comes.",
+    )
     publish_lease_s: float = Field(
         default=15.0,
         gt=0,
