@@ -256,6 +256,7 @@ def subscribe_batches(
     decode: Callable[[Any], T],
     process: Callable[[list[T]], Awaitable[object]],
     fetch_bytes: int = DEFAULT_FETCH_BYTES,
+    fetch_wait_ms: int = 500,
     backlog_records: int = 0,
     backlog_pause_s: float = 0.0,
     batch_interval_s: float = 0.0,
@@ -264,7 +265,8 @@ def subscribe_batches(
     turned into what `process` takes by `decode`, and offsets move only after `process`
     returned (`settle`); a new group starts from the earliest offset. `fetch_bytes` bounds
     what one fetch brings of a partition, so how full a batch a backlog can make (and what
-    the consumer holds in memory: about this much per partition).
+    the consumer holds in memory: about this much per partition). `fetch_wait_ms` bounds how
+    long the broker holds a fetch with nothing new (`CommonSettings.kafka_fetch_wait_ms`).
 
     After a batch of at least `backlog_records` (a backlog), the next batch is taken only
     after `backlog_pause_s`, so that it gathers what arrives meanwhile: for a
@@ -281,6 +283,7 @@ def subscribe_batches(
         batch=True,
         max_records=max_records,
         max_partition_fetch_bytes=fetch_bytes,
+        fetch_max_wait_ms=fetch_wait_ms,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
         decoder=undecoded,

@@ -35,6 +35,16 @@ class CommonSettings(BaseSettings):
         default=None, title="SASL user name: the service's own Kafka principal"
     )
     kafka_sasl_password: SecretStr | None = Field(default=None, title="SASL password")
+    kafka_fetch_wait_ms: int = Field(
+        default=50,
+        gt=0,
+        title="Longest a consumer's fetch waits for records, in milliseconds",
+        description="The broker holds a fetch until a record comes or this runs out. aiokafka "
+        "has one fetch at a time in flight to a broker, for the partitions it holds nothing "
+        "unread of, so records arriving on a partition just handed over wait for that fetch "
+        "to come back: with Kafka's default of 500 ms, up to half a second "
+        "(docs/performance.md).",
+    )
     mongo_url: str = Field(default="mongodb://127.0.0.1:27017", title="MongoDB connection URL")
     mongo_database: str = Field(default="casereview", title="MongoDB database name")
     local_dir: Path = Field(

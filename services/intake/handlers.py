@@ -32,6 +32,7 @@ def subscribe(
         monitor=monitor,
         decode=lambda r: Incoming(r.topic, r.partition, r.offset, r.value or b""),
         process=intake.process,
+        fetch_wait_ms=settings.kafka_fetch_wait_ms,
     )
 
 

@@ -55,6 +55,7 @@ def subscribe(
         monitor=monitor,
         decode=_incoming,
         process=use_case.process,
+        fetch_wait_ms=settings.kafka_fetch_wait_ms,
         batch_interval_s=settings.recommendations_batch_interval_s,
     )
 

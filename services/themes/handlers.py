@@ -28,6 +28,7 @@ def subscribe(
         monitor=monitor,
         decode=lambda r: Incoming(r.topic, r.partition, r.offset, r.value or b""),
         process=themes.process,
+        fetch_wait_ms=settings.kafka_fetch_wait_ms,
         # A backlog is cheapest in batches as big as `themes_batch_max` (every audit they
         # touch is recomputed, and every pattern flip carried, once per batch); at 1 MiB a
         # fetch brings about a thousand reviews of a partition.
