@@ -3,12 +3,15 @@ snapshot reflects which latency marker."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
+from types import SimpleNamespace
 
 import pytest
 
 from tests.bench.load import arrival_order, with_poison
+from tests.bench.phases import Forwarded
 from tests.bench.procstat import cpu_seconds_of, memory_kib_of, tree_cpu_seconds_of
 from tests.bench.stats import latency_summary, per_thousand, percentile, rate, reflected_at
 from tests.support.workload import generate
@@ -87,6 +90,19 @@ def test_a_marker_is_reflected_by_the_first_snapshot_counting_its_case() -> None
 def test_a_snapshot_that_skips_ahead_reflects_every_marker_before_it() -> None:
     when = reflected_at({"a": ["e1", "e2", "e3"]}, {"a": [(5.0, 3)]})
     assert when == {"e1": 5.0, "e2": 5.0, "e3": 5.0}
+
+
+def test_a_forwarded_review_keeps_the_place_and_time_it_was_first_seen_at() -> None:
+    def record(audit: str, event: str) -> SimpleNamespace:
+        return SimpleNamespace(value=json.dumps({"audit_id": audit, "event_id": event}).encode())
+
+    forwarded = Forwarded()
+    forwarded.on_record(record("a", "e1"), 1.0)
+    forwarded.on_record(record("b", "f1"), 1.5)
+    forwarded.on_record(record("a", "e2"), 2.0)
+    forwarded.on_record(record("a", "e1"), 3.0)  # redelivered after a crash
+    assert forwarded.order == {"a": ["e1", "e2"], "b": ["f1"]}
+    assert forwarded.seen_at == {"e1": 1.0, "f1": 1.5, "e2": 2.0}
 
 
 def test_arrival_order_keeps_each_agencys_revisions_in_order() -> None:
