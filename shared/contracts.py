@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,63}$"
 CASE_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
@@ -154,7 +154,9 @@ class AgencyFindingV1(Contract):
 
     schema_version: Literal[1] = Field(description="Contract version.")
     event_id: UUID = Field(description="Unique per submission; a re-send keeps the same id.")
-    submitted_at: datetime = Field(description="When the agency system sent the review.")
+    # RFC 3339, as the schema's `date-time` says: with its offset from UTC, which a time
+    # without one leaves unknown.
+    submitted_at: AwareDatetime = Field(description="When the agency system sent the review.")
     audit_id: Slug = Field(description="The audit the review belongs to.")
     audit_title: str | None = Field(
         default=None, max_length=200, description="The audit's title, for people."

@@ -94,6 +94,7 @@ def test_schema_violation_names_the_field() -> None:
         lambda d: d["agency"].update(type="bakery"),
         lambda d: d.update(findings=[{"code": "domestic_abuse", "waited_days": -1}]),
         lambda d: d.update(audit_id="Has Spaces"),
+        lambda d: d.update(submitted_at="2020-05-11T09:30:00"),
     ],
 )
 def test_schema_violations(change: object) -> None:
