@@ -138,6 +138,14 @@ def sample_server(name: str, pid: int) -> Sample | None:
     return sample_tree(pid) if name == POSTGRESQL else sample(pid)
 
 
+def server_sampler(where: Servers) -> phases.Sampler:
+    """Samples every broker and store process that runs here, and the bench's own."""
+    return lambda: (
+        {k: sample_server(k, pid) for k, pid in where.pids.items()}
+        | {phases.BENCH: sample(os.getpid())}
+    )
+
+
 async def pipeline_phase(
     name: str,
     args: argparse.Namespace,
@@ -192,9 +200,10 @@ async def pipeline_phase(
     reference = phases.reference_of(warm, load)
     phases.console.print(f"[bold]{name}[/]: {load.events:,} records ({shape}), namespace {ns}")
     forwarded = phases.Forwarded() if name == "latency" else None
-    run = await phases.open_run(pipeline, phases.reference_themes(reference), forwarded)
+    run = await phases.open_run(
+        pipeline, phases.reference_themes(reference), forwarded, server_sampler(where)
+    )
     result: dict[str, Any] = {"namespace": ns, "load": shape}
-    servers_before = {k: sample_server(k, pid) for k, pid in where.pids.items()}
     try:
         await phases.warm_up(pipeline, warm, run.snapshots, 120)
         if name == "throughput":
@@ -204,8 +213,6 @@ async def pipeline_phase(
         else:
             assert forwarded is not None
             result |= await phases.latency(run, load, args.latency_rate, timeout_s, forwarded)
-        servers_after = {k: sample_server(k, pid) for k, pid in where.pids.items()}
-        result["servers_cpu_s"] = phases.Window.cpu(servers_after, servers_before)
         phases.console.print("  settling before the correctness check…")
         # A phase that ran out of time would only run out of time again here.
         result["settled"] = result["completed"] and await phases.settle(
@@ -283,6 +290,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     load=load,
                     workdir=workdir,
                     timeout_s=timeout_s,
+                    servers=server_sampler(where),
                 )
             else:
                 results["phases"][name] = await pipeline_phase(

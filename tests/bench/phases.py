@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from tests.bench.kafkautil import Lag, create_topics, delete_topics, publish_all
 from tests.bench.load import Load
 from tests.bench.pipeline import SERVICES, Pipeline, Profiler, top_frames
 from tests.bench.procstat import Sample, sample
-from tests.bench.stats import latency_summary, per_thousand, rate, reflected_at
+from tests.bench.stats import cpu_budget, latency_summary, per_thousand, rate, reflected_at
 from tests.bench.watch import Watcher
 from tests.support.infra import REPO
 from tests.support.workload import Expected, expected
@@ -31,6 +32,33 @@ from tests.support.workload import Expected, expected
 NOT_CONTENT = ("schema_version", "version", "computed_at")
 
 console = Console(stderr=True)
+
+Sampler = Callable[[], dict[str, Sample | None]]
+"""CPU time and memory of a set of processes, by name, now."""
+
+
+def no_servers() -> dict[str, Sample | None]:
+    """The sampler for a broker and store that do not run here: nothing to sample."""
+    return {}
+
+
+BENCH = "bench"
+"""The sample of the benchmark's own process (its load generator and watchers), which
+`Sampler`s may include: the machine runs it too, but it is no part of the pipeline's cost."""
+
+
+def machine_report(
+    services: dict[str, float], servers: dict[str, float], events: int, seconds: float
+) -> dict[str, Any]:
+    """The servers' CPU over the same window as the services', and what all of it together
+    comes to per event and against the machine's cores (`stats.cpu_budget`); the bench's own
+    CPU beside it."""
+    own = {k: v for k, v in servers.items() if k != BENCH}
+    return {
+        "servers_cpu_s": own,
+        "bench_cpu_s": servers.get(BENCH),
+        "cpu_budget": cpu_budget(services | own, events, seconds, os.cpu_count() or 1),
+    }
 
 
 @dataclass
@@ -199,8 +227,10 @@ async def baseline(
     load: Load,
     workdir: Path,
     timeout_s: float,
+    servers: Sampler = no_servers,
 ) -> dict[str, Any]:
-    """The same records through a raw aiokafka consume -> produce passthrough process."""
+    """The same records through a raw aiokafka consume -> produce passthrough process;
+    `servers` samples the broker (and the idle store) over the same window."""
     source, target = f"{namespace}.baseline.in", f"{namespace}.baseline.out"
     await create_topics(bootstrap, [source, target], partitions)
     with (workdir / "passthrough.log").open("ab") as log:
@@ -228,7 +258,8 @@ async def baseline(
 
         if not await wait_until(warmed, 60, lambda: "waiting for the passthrough to join"):
             raise RuntimeError("the passthrough never forwarded its warm-up record")
-        before = sample(process.pid)
+        before, servers_before = sample(process.pid), servers()
+        window = time.monotonic()
         started, _ = await publish_all(bootstrap, source, load.records)
         total = len(load.records) + 1
 
@@ -238,9 +269,11 @@ async def baseline(
         done = await wait_until(
             through, timeout_s, lambda: f"{int(seen['records']) - 1}/{total - 1} forwarded"
         )
-        after = sample(process.pid)
+        after, servers_after = sample(process.pid), servers()
+        window = time.monotonic() - window
         elapsed = float(seen["last"]) - started
         cpu = Window.cpu({"passthrough": after}, {"passthrough": before})
+        server_cpu = Window.cpu(servers_after, servers_before)
         return {
             "completed": done,
             "events": len(load.records),
@@ -248,6 +281,7 @@ async def baseline(
             "seconds": round(elapsed, 3),
             "events_per_s": round(rate(int(seen["records"]) - 1, elapsed), 1),
             **cpu_report(cpu, len(load.records)),
+            **machine_report(cpu, server_cpu, len(load.records), window),
             "peak_rss_mib": round(after.peak_rss_kib / 1024, 1) if after else None,
         }
     finally:
@@ -328,6 +362,7 @@ class Run:
     snapshots: Snapshots
     actions: Actions
     extra: dict[str, Any] = field(default_factory=dict)
+    servers: Sampler = no_servers
 
 
 async def warm_up(pipeline: Pipeline, warm: Load, snapshots: Snapshots, timeout_s: float) -> None:
@@ -351,6 +386,7 @@ async def throughput(
     snapshots equal the reference."""
     pipeline, snapshots = run.pipeline, run.snapshots
     before, store_before = pipeline.samples(), pipeline.store_totals()
+    servers_before = run.servers()
     sampled = time.monotonic()
     profiler = Profiler(pipeline.pids(), pipeline.workdir) if profile_dir else None
     if profiler is not None:
@@ -377,6 +413,7 @@ async def throughput(
     )
     ended = snapshots.last_seen
     after, store_after = pipeline.samples(), pipeline.store_totals()
+    servers_after = run.servers()
     sampled = time.monotonic() - sampled
     profiles = profiler.stop() if profiler is not None else {}
     elapsed = (ended if done else time.monotonic()) - started
@@ -390,7 +427,8 @@ async def throughput(
         "publish_seconds": round(sent - started, 3),
         "events_per_s": round(rate(load.events, elapsed), 1) if done else None,
         "snapshots_published": snapshots.records,
-        **cpu_report(Window.cpu(after, before), load.events),
+        **cpu_report(services := Window.cpu(after, before), load.events),
+        **machine_report(services, Window.cpu(servers_after, servers_before), load.events, sampled),
         "store": store_report(store_before, store_after, sampled),
     }
     if not done:
@@ -442,6 +480,7 @@ async def latency(
         sent_at[ids[index]] = at
 
     before, store_before = pipeline.samples(), pipeline.store_totals()
+    servers_before = run.servers()
     sampled = time.monotonic()
     started, finished_sending = await publish_paced(
         pipeline.bootstrap, pipeline.topic("submitted"), load.records, offered, sent
@@ -462,6 +501,7 @@ async def latency(
         all_reflected, timeout_s, lambda: f"{reflected_count()}/{len(ids)} markers reflected"
     )
     after, store_after = pipeline.samples(), pipeline.store_totals()
+    servers_after = run.servers()
     sampled = time.monotonic() - sampled
     ordered = {a: [e for e in events if e in markers] for a, events in positions.items()}
     when = reflected_at(ordered, snapshots.observations)
@@ -488,7 +528,8 @@ async def latency(
         "latency": latency_summary(latencies),
         "latency_to_accepted": latency_summary(through_intake),
         "latency_accepted_to_snapshot": latency_summary(after_intake),
-        **cpu_report(Window.cpu(after, before), len(ids)),
+        **cpu_report(services := Window.cpu(after, before), len(ids)),
+        **machine_report(services, Window.cpu(servers_after, servers_before), len(ids), sampled),
         "store": store_report(store_before, store_after, sampled),
     }
 
@@ -497,8 +538,10 @@ async def open_run(
     pipeline: Pipeline,
     want: dict[str, dict[str, Any]],
     forwarded: Forwarded | None,
+    servers: Sampler = no_servers,
 ) -> Run:
-    """Starts the services and the watchers on a fresh namespace."""
+    """Starts the services and the watchers on a fresh namespace; `servers` samples the
+    broker and store processes alongside the services."""
     try:
         await pipeline.start()
     except BaseException:
@@ -516,7 +559,7 @@ async def open_run(
         handlers[pipeline.topic("accepted")] = forwarded.on_record
     watcher = Watcher(pipeline.bootstrap, handlers)
     await watcher.start()
-    return Run(pipeline, lag, watcher, snapshots, actions)
+    return Run(pipeline, lag, watcher, snapshots, actions, servers=servers)
 
 
 async def close_run(run: Run, keep: bool) -> dict[str, Any]:

@@ -9,6 +9,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tests.bench.pipeline import SERVICES
+from tests.bench.stats import allowed_ms_per_1000_events
+
 TARGETS = {
     "throughput_events_per_s": 5000.0,
     "latency_p99_ms": 250.0,
@@ -52,12 +55,14 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         for name, mib in phase.get("peak_rss_mib", {}).items():
             rss[name] = max(rss.get(name, 0.0), mib)
     correct = [p["correctness"]["passed"] for p in (through, lat) if p.get("correctness")]
+    budget = through.get("cpu_budget", {}) if eps is not None else {}
     return {
         "throughput_events_per_s": eps,
         "baseline_events_per_s": base_eps,
         "ratio": ratio,
         "latency_p99_ms": p99,
         "peak_rss_mib": rss,
+        "events_per_s_with_every_core_busy": budget.get("events_per_s_with_every_core_busy"),
         "correct": all(correct) if correct else None,
         "met": {
             "throughput": None if eps is None else eps >= TARGETS["throughput_events_per_s"],
@@ -141,6 +146,9 @@ def table(results: dict[str, Any]) -> Table:
         if per:
             parts = ", ".join(f"{k} {v:,.0f}" for k, v in per.items())
             grid.add_row(f"CPU ms per 1,000 events ({label})", parts, "", "")
+    for label, phase in (("throughput", through), ("latency", lat), ("passthrough", base)):
+        for row in budget_rows(label, phase, head):
+            grid.add_row(*row)
     for label, phase in (("throughput", through), ("latency", lat)):
         for name, store in phase.get("store", {}).items():
             share = 100 * (store["waiting_share_of_wall"] or 0)
@@ -170,6 +178,52 @@ def table(results: dict[str, Any]) -> Table:
         f"broker {results['servers']['kafka_bootstrap']}, store {results['servers']['mongo']}"
     )
     return grid
+
+
+def budget_rows(
+    label: str, phase: dict[str, Any], head: dict[str, Any]
+) -> list[tuple[str, str, str, str]]:
+    """The CPU of every measured process together, against the machine's cores; for the
+    throughput phase, against the CPU per event the throughput and ratio targets allow on
+    these cores."""
+    budget = phase.get("cpu_budget")
+    if not budget or budget["cpu_ms_per_1000_events"] is None:
+        return []
+    servers = [p for p in budget["processes"] if p.split("-")[0] not in SERVICES]
+    counted = "every process" if servers else "the services only (broker and store not here)"
+    cores = budget["cores"]
+    own, window = phase.get("bench_cpu_s"), budget["window_s"]
+    bench = f"; the bench itself {own / window:.2f}" if own is not None and window else ""
+    allowed = ""
+    if label == "throughput":
+        limits = [
+            f"≤ {allowed_ms_per_1000_events(TARGETS['throughput_events_per_s'], cores):,.0f} ms"
+        ]
+        if head["baseline_events_per_s"]:
+            ratio_rate = TARGETS["ratio"] * head["baseline_events_per_s"]
+            limits.append(f"≤ {allowed_ms_per_1000_events(ratio_rate, cores):,.0f} ms (ratio)")
+        allowed = "; ".join(limits)
+    rows = [
+        (
+            f"CPU ms per 1,000 events, {counted} ({label})",
+            f"{budget['cpu_ms_per_1000_events']:,.0f} ({budget['cores_busy']:.2f} of "
+            f"{cores} cores busy{bench})",
+            allowed,
+            "",
+        )
+    ]
+    if servers:
+        rows.append(
+            (
+                f"  events/s at that cost with all {cores} cores busy",
+                _num(budget["events_per_s_with_every_core_busy"], " ev/s"),
+                f"≥ {TARGETS['throughput_events_per_s']:,.0f} ev/s"
+                if label == "throughput"
+                else "",
+                "",
+            )
+        )
+    return rows
 
 
 def show(results: dict[str, Any]) -> None:

@@ -52,6 +52,32 @@ def per_thousand(cpu_seconds: float, events: int) -> float | None:
     return cpu_seconds * 1000 / events * 1000 if events else None
 
 
+def cpu_budget(
+    cpu_s: Mapping[str, float], events: int, seconds: float, cores: int
+) -> dict[str, object]:
+    """What the measured processes' CPU says about the machine: their CPU per 1,000 events
+    together, the cores they kept busy on average over the window, and the events per second
+    at which that cost per event would keep every core busy. No run on these cores can go
+    faster than that last figure without costing less per event, however the work is spread
+    over the processes."""
+    total = sum(cpu_s.values())
+    per = per_thousand(total, events)
+    return {
+        "processes": sorted(cpu_s),
+        "cpu_ms_per_1000_events": round(per, 1) if per is not None else None,
+        "window_s": round(seconds, 3),
+        "cores_busy": round(total / seconds, 2) if seconds > 0 else None,
+        "cores": cores,
+        "events_per_s_with_every_core_busy": round(cores * 1_000_000 / per) if per else None,
+    }
+
+
+def allowed_ms_per_1000_events(events_per_s: float, cores: int) -> float:
+    """The most CPU 1,000 events may cost, every process counted, for `cores` cores to
+    sustain `events_per_s`."""
+    return cores * 1_000_000 / events_per_s
+
+
 def reflected_at(
     positions: Mapping[str, Sequence[str]],
     observations: Mapping[str, Sequence[tuple[float, int]]],

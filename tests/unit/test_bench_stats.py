@@ -7,13 +7,23 @@ import json
 import math
 import random
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from tests.bench.load import arrival_order, with_poison
 from tests.bench.phases import Forwarded
 from tests.bench.procstat import cpu_seconds_of, memory_kib_of, tree_cpu_seconds_of
-from tests.bench.stats import latency_summary, per_thousand, percentile, rate, reflected_at
+from tests.bench.report import budget_rows, summary
+from tests.bench.stats import (
+    allowed_ms_per_1000_events,
+    cpu_budget,
+    latency_summary,
+    per_thousand,
+    percentile,
+    rate,
+    reflected_at,
+)
 from tests.support.workload import generate
 
 pytestmark = pytest.mark.unit
@@ -57,6 +67,56 @@ def test_rates_and_cpu_per_thousand_events() -> None:
     assert rate(10, 0.0) == 0.0
     assert per_thousand(2.5, 5000) == pytest.approx(500.0)
     assert per_thousand(1.0, 0) is None
+
+
+def test_the_cpu_budget_counts_every_process_against_the_cores() -> None:
+    # 60,000 events for 30 core-seconds: 500 ms per 1,000, so two cores could do 4,000/s.
+    budget = cpu_budget(
+        {"intake": 8.0, "themes": 7.0, "kafka": 2.0, "ferretdb": 13.0}, 60_000, 20.0, 2
+    )
+    assert budget == {
+        "processes": ["ferretdb", "intake", "kafka", "themes"],
+        "cpu_ms_per_1000_events": 500.0,
+        "window_s": 20.0,
+        "cores_busy": 1.5,
+        "cores": 2,
+        "events_per_s_with_every_core_busy": 4000,
+    }
+    assert cpu_budget({}, 0, 0.0, 2)["events_per_s_with_every_core_busy"] is None
+    assert allowed_ms_per_1000_events(5000, 2) == pytest.approx(400.0)
+
+
+def _phases(events_per_s: float | None, budget: dict[str, object]) -> dict[str, Any]:
+    return {
+        "phases": {
+            "baseline": {"completed": True, "events_per_s": 20_000.0},
+            "throughput": {
+                "completed": events_per_s is not None,
+                "events_per_s": events_per_s,
+                "cpu_budget": budget,
+            },
+        }
+    }
+
+
+def test_the_report_sets_the_cpu_budget_against_what_the_targets_allow() -> None:
+    budget = cpu_budget({"intake": 8.0, "kafka": 2.0, "ferretdb": 20.0}, 60_000, 20.0, 2)
+    results = _phases(3000.0, budget)
+    results["phases"]["throughput"]["bench_cpu_s"] = 5.0
+    head = summary(results)
+    assert head["events_per_s_with_every_core_busy"] == 4000
+    rows = budget_rows("throughput", results["phases"]["throughput"], head)
+    assert rows[0][0] == "CPU ms per 1,000 events, every process (throughput)"
+    assert rows[0][1] == "500 (1.50 of 2 cores busy; the bench itself 0.25)"
+    # 5,000 events/s on two cores: 400 ms; the ratio 0.3 of 20,000/s, 6,000/s: 333 ms.
+    assert rows[0][2] == "≤ 400 ms; ≤ 333 ms (ratio)"
+    assert rows[1][1] == "4,000 ev/s"
+    # A run that did not drain has no ceiling to claim; a run without the servers says so.
+    assert summary(_phases(None, budget))["events_per_s_with_every_core_busy"] is None
+    services_only = cpu_budget({"intake": 8.0}, 60_000, 20.0, 2)
+    rows = budget_rows("throughput", {"cpu_budget": services_only}, head)
+    assert len(rows) == 1
+    assert "the services only" in rows[0][0]
 
 
 def test_proc_fields_survive_a_command_name_with_spaces_and_parentheses() -> None:
