@@ -481,6 +481,7 @@ async def latency(
 
     before, store_before = pipeline.samples(), pipeline.store_totals()
     servers_before = run.servers()
+    published_before = snapshots.records
     sampled = time.monotonic()
     started, finished_sending = await publish_paced(
         pipeline.bootstrap, pipeline.topic("submitted"), load.records, offered, sent
@@ -525,6 +526,9 @@ async def latency(
         "achieved_offered_per_s": round(rate(len(ids) - 1, sending), 1),
         "sending_seconds": round(sending, 3),
         "unreflected": by_audit_missing,
+        # Every version themes published in the window: a batch publishes each theme of each
+        # audit it changed, so this over the markers is how much each marker cost downstream.
+        "snapshots_published": snapshots.records - published_before,
         "latency": latency_summary(latencies),
         "latency_to_accepted": latency_summary(through_intake),
         "latency_accepted_to_snapshot": latency_summary(after_intake),

@@ -139,6 +139,13 @@ def table(results: dict[str, Any]) -> Table:
                     "",
                     "",
                 )
+        if lat.get("snapshots_published") is not None and lat.get("markers"):
+            grid.add_row(
+                "  snapshot versions published per marker",
+                _num(lat["snapshots_published"] / lat["markers"], "", 1),
+                "",
+                "",
+            )
     for name, mib in sorted(head["peak_rss_mib"].items()):
         grid.add_row(f"peak RSS {name}", _num(mib, " MiB", 1), "≤ 200 MB", _met(mib <= 200))
     for label, phase in (("throughput", through), ("latency", lat), ("passthrough", base)):
