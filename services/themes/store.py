@@ -389,6 +389,10 @@ def acknowledged(published: Mapping[str, int], snapshot: StoredSnapshot) -> Stor
     return replace(snapshot, published_version=version)
 
 
+REVIEWS_PER_INSERT = 2_000
+"""Reviews stored by one insert command."""
+
+
 def review_document(review: CurrentReview) -> Document:
     """A review as stored: the revision's id, the audit (what reviews are read by) as a
     field, and the rest as the JSON text of its fields.
@@ -423,7 +427,12 @@ def _revision_id(review: CurrentReview) -> str:
 @dataclass(frozen=True)
 class ReviewFile:
     """An audit's stored reviews: the current (highest) revision for each key, the id of the
-    document holding it, and the ids of documents holding lower ones, left to delete."""
+    document holding it, and the ids of documents holding lower ones, left to delete.
+
+    A document's id is its review's revision id (`_revision_id`), except for documents an
+    earlier release wrote; only those are kept in `ids`. Themes holds every review of the
+    audits it recently recomputed (`services.themes.memo`), and an id beside each was a
+    fifth of what each cost."""
 
     current: dict[str, CurrentReview]
     ids: dict[str, str]
@@ -432,35 +441,43 @@ class ReviewFile:
     @classmethod
     def of(cls, docs: Iterable[Document]) -> ReviewFile:
         """The file these documents (one audit's) make."""
-        current: dict[str, CurrentReview] = {}
-        ids: dict[str, str] = {}
+        file = cls({}, {}, ())
         stale: list[str] = []
         for doc in docs:
             review = stored_review(doc)
-            held = current.get(review.key)
+            key = review.key
+            held = file.current.get(key)
             if held is not None and held.revision >= review.revision:
                 stale.append(doc["_id"])
                 continue
             if held is not None:
-                stale.append(ids[review.key])
-            current[review.key] = review
-            ids[review.key] = doc["_id"]
-        return cls(current, ids, tuple(stale))
+                stale.append(file.id_of(key))
+            file.current[key] = review
+            if doc["_id"] == _revision_id(review):
+                file.ids.pop(key, None)
+            else:
+                file.ids[key] = doc["_id"]
+        return cls(file.current, file.ids, tuple(stale))
+
+    def id_of(self, key: str) -> str:
+        """The id of the document holding the current review of `key`."""
+        found = self.ids.get(key)
+        return found if found is not None else _revision_id(self.current[key])
 
     def with_stored(self, reviews: Iterable[CurrentReview]) -> ReviewFile:
         """The file once these reviews (higher revisions) are stored and every revision they
         or earlier ones superseded deleted (`ThemesStore.write_reviews`)."""
-        stored = list(reviews)
+        stored = {r.key: r for r in reviews}
         return ReviewFile(
-            {**self.current, **{r.key: r for r in stored}},
-            {**self.ids, **{r.key: _revision_id(r) for r in stored}},
+            {**self.current, **stored},
+            {k: v for k, v in self.ids.items() if k not in stored},
             (),
         )
 
     def superseded_by(self, reviews: Iterable[CurrentReview]) -> list[str]:
         """The documents left to delete once these reviews (higher revisions) are stored: the
         ones they replace and those already stale."""
-        return [*self.stale, *(self.ids[r.key] for r in reviews if r.key in self.ids)]
+        return [*self.stale, *(self.id_of(r.key) for r in reviews if r.key in self.current)]
 
 
 def stored_review(doc: Document) -> CurrentReview:
@@ -652,10 +669,16 @@ class ThemesStore:
         """
         if not reviews:
             return set()
-        ops: list[InsertOne[Document] | UpdateOne] = [
-            InsertOne(review_document(r)) for r in reviews
-        ]
-        clean = await write_all(self._reviews, ops) == len(ops)
+        clean = True
+        # A command per `REVIEWS_PER_INSERT`, one after another: each chunk's documents and
+        # their BSON exist only while it is sent, where a backlog's batch of ten thousand at
+        # once was the largest thing themes held (docs/performance.md).
+        for start in range(0, len(reviews), REVIEWS_PER_INSERT):
+            chunk = reviews[start : start + REVIEWS_PER_INSERT]
+            ops: list[InsertOne[Document] | UpdateOne] = [
+                InsertOne(review_document(r)) for r in chunk
+            ]
+            clean = await write_all(self._reviews, ops) == len(ops) and clean
         if not clean:
             # That revision of one of them was stored already (a redelivery, or another
             # writer's): each one the store still lacks is stored on its own.

@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from structlog.testing import capture_logs
 
+from services.themes import store as themes_store
 from services.themes.domain import CurrentReview, Thresholds, audit_of
 from services.themes.process import Incoming, Themes
 from services.themes.settings import ThemesSettings
@@ -388,6 +389,23 @@ async def test_reviews_a_crashed_replica_stored_count_when_they_come_again(rig: 
     held = await rig.db["themes_reviews"].find({}, {"_id": 1}).to_list()
     # The superseded first revision of C1 was deleted.
     assert sorted(d["_id"] for d in held) == sorted(_revision_ids([*first[1:], *again]))
+
+
+async def test_reviews_stored_over_several_inserts_one_already_stored_are_all_stored(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backlog's batch is stored a chunk at a time; FerretDB stops a chunk at its first
+    # duplicate, so the reviews after it in that chunk are stored on their own after.
+    monkeypatch.setattr(themes_store, "REVIEWS_PER_INSERT", 3)
+    events = [event("aud-x", "csc", f"C{n}", 1, DA) for n in range(8)]
+    reviews = [CurrentReview.of(e) for e in events]
+    store = ThemesStore(rig.db)
+    file = await store.review_file("aud-x")
+    # Another writer stored the first chunk's second review since this one read the audit.
+    assert await store.write_reviews([reviews[1]], {}) == {reviews[1].event_id}
+    assert await store.write_reviews(reviews, {"aud-x": file}) == {r.event_id for r in reviews}
+    held = await rig.db["themes_reviews"].find({}, {"_id": 1}).to_list()
+    assert sorted(d["_id"] for d in held) == sorted(_revision_ids(events))
 
 
 async def test_reviews_held_as_fields_are_read_and_superseded_like_the_others(rig: Rig) -> None:
