@@ -16,8 +16,16 @@ TARGETS = {
     "throughput_events_per_s": 5000.0,
     "latency_p99_ms": 250.0,
     "ratio": 0.3,
-    "rss_mib": 200.0,
+    "rss_mb": 200.0,
 }
+
+MIB_PER_MB = 1_000_000 / 2**20
+"""The target speaks of megabytes (10^6 bytes), /proc of kibibytes: 200 MB is 190.7 MiB."""
+
+
+def rss_met(mib: float) -> bool:
+    """Whether a peak RSS in MiB is within the target in MB."""
+    return mib <= TARGETS["rss_mb"] * MIB_PER_MB
 
 
 def write(results: dict[str, Any], out_dir: Path) -> Path:
@@ -68,7 +76,7 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
             "throughput": None if eps is None else eps >= TARGETS["throughput_events_per_s"],
             "latency": None if p99 is None else p99 <= TARGETS["latency_p99_ms"],
             "ratio": None if ratio is None else ratio >= TARGETS["ratio"],
-            "rss": None if not rss else max(rss.values()) <= TARGETS["rss_mib"],
+            "rss": None if not rss else rss_met(max(rss.values())),
         },
     }
 
@@ -147,7 +155,12 @@ def table(results: dict[str, Any]) -> Table:
                 "",
             )
     for name, mib in sorted(head["peak_rss_mib"].items()):
-        grid.add_row(f"peak RSS {name}", _num(mib, " MiB", 1), "≤ 200 MB", _met(mib <= 200))
+        grid.add_row(
+            f"peak RSS {name}",
+            _num(mib, " MiB", 1),
+            f"≤ 200 MB ({TARGETS['rss_mb'] * MIB_PER_MB:.1f} MiB)",
+            _met(rss_met(mib)),
+        )
     for label, phase in (("throughput", through), ("latency", lat), ("passthrough", base)):
         per = phase.get("cpu_ms_per_1000_events", {})
         if per:

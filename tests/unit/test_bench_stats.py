@@ -14,7 +14,7 @@ import pytest
 from tests.bench.load import arrival_order, with_poison
 from tests.bench.phases import Forwarded
 from tests.bench.procstat import cpu_seconds_of, memory_kib_of, tree_cpu_seconds_of
-from tests.bench.report import budget_rows, summary
+from tests.bench.report import budget_rows, rss_met, summary
 from tests.bench.stats import (
     allowed_ms_per_1000_events,
     cpu_budget,
@@ -182,3 +182,12 @@ def test_poison_is_extra_and_counted() -> None:
     assert load.valid == events
     assert load.events == len(events) + sum(load.poison.values())
     assert sum(load.poison.values()) > 0
+
+
+def test_the_rss_target_is_in_megabytes_not_mebibytes() -> None:
+    # 200 MB is 190.7 MiB: a peak of 195 MiB (204 MB) misses it.
+    assert rss_met(190.7)
+    assert not rss_met(190.8)
+    assert not rss_met(195.0)
+    results = {"phases": {"throughput": {"peak_rss_mib": {"themes": 195.0, "intake": 100.0}}}}
+    assert summary(results)["met"]["rss"] is False
