@@ -111,7 +111,7 @@ class CurrentReview:
 @lru_cache(maxsize=4096)
 def _fact(code: str, waited_days: int | None) -> Fact:
     # Codes and days waited repeat across nearly every review, so one object each: a review
-    # holding its own was half of what each cost in memory (`CurrentReview.shared`).
+    # holding its own was a third of what each cost in memory (`CurrentReview.shared`).
     return Fact(intern(code), waited_days)
 
 

@@ -431,8 +431,8 @@ class ReviewFile:
 
     A document's id is its review's revision id (`_revision_id`), except for documents an
     earlier release wrote; only those are kept in `ids`. Themes holds every review of the
-    audits it recently recomputed (`services.themes.memo`), and an id beside each was a
-    fifth of what each cost."""
+    audits it recently recomputed (`services.themes.memo`), and an id beside each was about a
+    quarter of what each cost."""
 
     current: dict[str, CurrentReview]
     ids: dict[str, str]

@@ -394,8 +394,8 @@ async def test_reviews_a_crashed_replica_stored_count_when_they_come_again(rig: 
 async def test_reviews_stored_over_several_inserts_one_already_stored_are_all_stored(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A backlog's batch is stored a chunk at a time; FerretDB stops a chunk at its first
-    # duplicate, so the reviews after it in that chunk are stored on their own after.
+    # A backlog's batch is stored a chunk at a time: a review another writer stored since the
+    # audit was read, in any chunk, still leaves every review stored and reported current.
     monkeypatch.setattr(themes_store, "REVIEWS_PER_INSERT", 3)
     events = [event("aud-x", "csc", f"C{n}", 1, DA) for n in range(8)]
     reviews = [CurrentReview.of(e) for e in events]
