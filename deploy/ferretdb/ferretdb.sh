@@ -227,6 +227,9 @@ pg_up() {
       die "user $owner cannot reach $PG_DIR; set CASEREVIEW_LOCAL to a folder it can (e.g. under /tmp)"
   fi
   as_pg_owner mkdir -p -m 700 "$PG_SOCKET_DIR"
+  # Where the cluster is, for whatever measures its processes (the benchmark): not always
+  # under LOCAL_DIR (see PG_DIR).
+  printf '%s\n' "$PG_DATA" >"$RUN_DIR/postgresql.data"
   if [ ! -f "$PG_DATA/PG_VERSION" ]; then
     say "creating a PostgreSQL cluster in $PG_DATA…"
     as_pg_owner "$bin/initdb" -D "$PG_DATA" -U "$PG_ROLE" --auth=trust -E UTF8 --locale=C.UTF-8 \

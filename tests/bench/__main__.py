@@ -126,8 +126,15 @@ def servers() -> Servers:
             if pid is not None:
                 pids[name] = pid
         # FerretDB's own PostgreSQL cluster (deploy/ferretdb/ferretdb.sh), whose postmaster's
-        # pid file starts with its pid.
-        pid = pid_from_file(run_dir.parent / "ferretdb-pg" / "data" / "postmaster.pid")
+        # pid file starts with its pid. The script notes where the cluster is: run as root
+        # from a checkout its user cannot reach, that is under /tmp.
+        noted = run_dir / "postgresql.data"
+        data = (
+            Path(noted.read_text().strip())
+            if noted.exists()
+            else run_dir.parent / "ferretdb-pg" / "data"
+        )
+        pid = pid_from_file(data / "postmaster.pid")
         if pid is not None:
             pids[POSTGRESQL] = pid
     return Servers(settings.kafka_bootstrap, settings.mongo_url, pids)
