@@ -62,9 +62,13 @@ class ReviewMemo:
         return entry[1]
 
     def keep(self, audit_id: str, rev: int, file: ReviewFile) -> None:
-        """Remembers the reviews a commit that left the audit at `rev` was computed from."""
+        """Remembers the reviews a commit that left the audit at `rev` was computed from.
+
+        An audit with more reviews than the bound is kept too, as the current batch's, until
+        a later batch needs the room: the batch holds it whole anyway, and forgetting it
+        meant reading every review of the audit again for each batch that touched it."""
         self.forget(audit_id)
-        if len(file.current) > self._max_reviews:
+        if self._max_reviews == 0:
             return
         self._files[audit_id] = (rev, file, self._batch)
         self._held += len(file.current)

@@ -40,15 +40,31 @@ def test_the_least_recently_used_audits_are_forgotten_beyond_the_bound() -> None
     assert len(memo) == 8
 
 
-def test_keeping_again_replaces_and_a_file_over_the_bound_is_not_kept() -> None:
+def test_keeping_again_replaces_and_a_file_over_the_bound_lasts_until_the_room_is_needed() -> None:
     memo = ReviewMemo(max_reviews=5)
     memo.keep("aud-a", 1, file_of("aud-a", 2))
     memo.keep("aud-a", 2, file_of("aud-a", 3))
     assert memo.recall("aud-a", 1) is None
     memo.keep("aud-a", 3, file_of("aud-a", 3))
     assert len(memo) == 3
+    # An audit bigger than the bound: its batch held it whole, and the next batch touching
+    # it need not read it all again.
     memo.keep("aud-a", 4, file_of("aud-a", 6))
+    memo.new_batch()
+    assert memo.recall("aud-a", 4) is not None
+    assert len(memo) == 6
+    # A later batch that keeps another audit takes the room back.
+    memo.new_batch()
+    memo.keep("aud-b", 1, file_of("aud-b", 2))
     assert memo.recall("aud-a", 4) is None
+    assert len(memo) == 2
+
+
+def test_a_bound_of_zero_keeps_nothing() -> None:
+    memo = ReviewMemo(max_reviews=0)
+    memo.new_batch()
+    memo.keep("aud-a", 1, file_of("aud-a", 2))
+    assert memo.recall("aud-a", 1) is None
     assert len(memo) == 0
 
 
