@@ -90,8 +90,9 @@ def fault_servers() -> Iterator[FaultServers]:
     try:
         yield FaultServers(pair.servers, pair, external)
     finally:
-        for server in SERVERS:
-            pair.down(server)
+        pair.down("kafka")
+        # The suite's store is disposable: its cluster goes too, wherever it was kept.
+        pair.forget()
 
 
 @dataclass

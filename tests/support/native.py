@@ -145,6 +145,12 @@ class NativePair:
         """Stops one server with its script."""
         self._script(server, "down", timeout_s=120)
 
+    def forget(self) -> None:
+        """Stops the store and deletes its PostgreSQL cluster where the script had to keep it
+        outside `local` (under /tmp, run as root from a folder the cluster's user cannot
+        reach: deploy/ferretdb/ferretdb.sh), which nothing else ever deletes."""
+        self._script("ferretdb", "forget", timeout_s=120)
+
     def pid(self, server: Server) -> int | None:
         """The live pid in the server's pid file, if any."""
         try:
