@@ -29,10 +29,11 @@ WRITE_CHUNK = 16
 FEW_IDS = 4
 
 
-def chunked(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    """`items` in runs of at most `WRITE_CHUNK`, the size bulk writes are sent in."""
-    for start in range(0, len(items), WRITE_CHUNK):
-        yield items[start : start + WRITE_CHUNK]
+def chunked(items: Sequence[T], size: int = WRITE_CHUNK) -> Iterator[Sequence[T]]:
+    """`items` in runs of at most `size`; by default `WRITE_CHUNK`, the size bulk writes are
+    sent in."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def any_of(field: str, values: Collection[str]) -> Document:

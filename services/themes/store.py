@@ -673,8 +673,7 @@ class ThemesStore:
         # A command per `REVIEWS_PER_INSERT`, one after another: each chunk's documents and
         # their BSON exist only while it is sent, where a backlog's batch of ten thousand at
         # once was the largest thing themes held (docs/performance.md).
-        for start in range(0, len(reviews), REVIEWS_PER_INSERT):
-            chunk = reviews[start : start + REVIEWS_PER_INSERT]
+        for chunk in chunked(reviews, REVIEWS_PER_INSERT):
             ops: list[InsertOne[Document] | UpdateOne] = [
                 InsertOne(review_document(r)) for r in chunk
             ]
